@@ -1,0 +1,354 @@
+"""On-disk cache of frozen self-supervised backbone outputs.
+
+With a frozen wav2vec 2.0 the backbone output of a segment never changes,
+yet it costs most of an epoch's compute. :class:`FeatureCache` computes it
+once per segment and stores it on disk; later epochs (and later runs, and
+the other folds of a cross-validation, which share the audio) read it back.
+
+Keys (a stale entry can never be read back):
+
+- the **backbone**: its class, its options that change the output (e.g.
+  waveform normalisation, all-layers output), its model configuration and
+  a fingerprint of every weight; these name a sub-folder, so another
+  checkpoint, config or option writes a different set of files;
+- the **audio**: the file's real path, size and modification time (or, with
+  ``content_hash=True``, a hash of its bytes) and the segment's first and
+  last sample.
+
+Entries are computed on the segment alone, cropped to its real length (no
+padding can reach the backbone), in eval mode without gradients, so a
+segment's features do not depend on the batch it came with.
+
+Layout: ``<folder>/<backbone fingerprint>/identity.json`` describes the
+backbone; ``<folder>/<backbone fingerprint>/<ab>/<audio key>.pt`` holds one
+segment's ``[frames, feat]`` (or ``[layers, frames, feat]``) tensor.
+
+Authors
+ * amser-sb contributors 2026
+"""
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FeatureCache", "backbone_identity", "weights_fingerprint"]
+
+#: Bump when the stored format or the way entries are computed changes.
+CACHE_FORMAT = 1
+
+# Configuration entries that name where a model came from, not what it does.
+_VOLATILE_CONFIG_KEYS = ("_name_or_path", "transformers_version", "_commit_hash")
+# Module attributes that do not change what ``extract`` returns.
+_IGNORED_OPTIONS = ("training", "per_utterance", "output_norm", "freeze")
+
+
+def weights_fingerprint(module):
+    """A hash of every parameter and buffer (names, dtypes, shapes, values).
+
+    Arguments
+    ---------
+    module : torch.nn.Module
+        The module to fingerprint.
+
+    Returns
+    -------
+    str
+        Hex digest.
+
+    Example
+    -------
+    >>> a = torch.nn.Linear(2, 2)
+    >>> weights_fingerprint(a) == weights_fingerprint(a)
+    True
+    >>> with torch.no_grad():
+    ...     _ = a.weight.add_(1.0)
+    >>> len(weights_fingerprint(a))
+    40
+    """
+    digest = hashlib.sha1()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        if tensor.numel():
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
+def backbone_identity(backbone):
+    """What determines a frozen backbone's output, as a JSON-able dict.
+
+    A backbone may define ``cache_identity()`` to say it itself; otherwise
+    the identity is its class, its simple public options (minus those that
+    act after the cacheable step), whether it returns all hidden layers,
+    its Hugging Face configuration (if any) and the fingerprint of the
+    weights of the underlying model.
+
+    Arguments
+    ---------
+    backbone : torch.nn.Module
+        E.g. :class:`amser_sb.lobes.ssl.SSLBackbone`.
+
+    Returns
+    -------
+    dict
+        The identity.
+
+    Example
+    -------
+    >>> identity = backbone_identity(torch.nn.Linear(2, 2))
+    >>> sorted(identity)
+    ['all_hiddens', 'class', 'config', 'format', 'options', 'weights']
+    """
+    if hasattr(backbone, "cache_identity"):
+        return dict(backbone.cache_identity(), format=CACHE_FORMAT)
+    model = getattr(getattr(backbone, "lobe", None), "model", None)
+    if model is None:
+        model = backbone
+    config = {}
+    if hasattr(model, "config") and hasattr(model.config, "to_dict"):
+        config = {
+            key: value
+            for key, value in model.config.to_dict().items()
+            if key not in _VOLATILE_CONFIG_KEYS
+        }
+    options = {
+        name: value
+        for name, value in sorted(vars(backbone).items())
+        if not name.startswith("_")
+        and name not in _IGNORED_OPTIONS
+        and isinstance(value, (bool, int, float, str, type(None)))
+    }
+    return {
+        "format": CACHE_FORMAT,
+        "class": f"{type(backbone).__module__}.{type(backbone).__qualname__}",
+        "options": options,
+        "all_hiddens": getattr(backbone, "layer_weights", None) is not None,
+        "config": config,
+        "weights": weights_fingerprint(model),
+    }
+
+
+def _hash_json(value):
+    """Hex digest of a JSON-serialisable value."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+class FeatureCache:
+    """Frozen-backbone features, computed once per segment, kept on disk.
+
+    Arguments
+    ---------
+    folder : str
+        Cache root (shared by experiments; one sub-folder per backbone).
+    backbone : torch.nn.Module
+        The frozen backbone. If it has ``extract(wavs, wav_lens)`` (as
+        :class:`amser_sb.lobes.ssl.SSLBackbone`) that is what is cached;
+        otherwise ``forward`` (first output if a tuple).
+    dtype : torch.dtype or str
+        Storage type: ``float16`` (default; halves the disk use, about 3
+        decimal digits) or ``float32`` (exact).
+    content_hash : bool
+        Key audio by a hash of the file's bytes instead of its size and
+        modification time (slower the first time; robust to copies that
+        reset times).
+
+    Example
+    -------
+    >>> backbone = torch.nn.Linear(4, 3)
+    >>> cache = FeatureCache(getfixture("tmp_path"), backbone, "float32")
+    >>> path = str(getfixture("tmp_path") / "a.wav")
+    >>> _ = open(path, "wb").write(b"RIFF")
+    >>> sig = torch.randn(2, 4)  # two "frames" of 4 values
+    >>> feats, lens = cache.features([sig], [path], [0], [8])
+    >>> feats.shape, cache.misses
+    (torch.Size([1, 2, 3]), 1)
+    >>> _ = cache.features([sig], [path], [0], [8])
+    >>> cache.hits
+    1
+    """
+
+    def __init__(self, folder, backbone, dtype="float16", content_hash=False):
+        self.root = str(folder)
+        self.backbone = backbone
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        self.dtype = dtype
+        self.content_hash = content_hash
+        self.hits = 0
+        self.misses = 0
+        self._content_digests = {}
+        self._folder = None
+
+    @property
+    def folder(self):
+        """The backbone's sub-folder (fingerprinted lazily, once)."""
+        if self._folder is None:
+            identity = backbone_identity(self.backbone)
+            identity["dtype"] = str(self.dtype)
+            name = _hash_json(identity)[:20]
+            self._folder = os.path.join(self.root, name)
+            os.makedirs(self._folder, exist_ok=True)
+            with open(os.path.join(self._folder, "identity.json"), "w") as f:
+                json.dump(identity, f, indent=2, sort_keys=True, default=str)
+            logger.info("feature cache for this backbone: %s", self._folder)
+        return self._folder
+
+    def reset_stats(self):
+        """Zeroes the hit and miss counters."""
+        self.hits = 0
+        self.misses = 0
+
+    def audio_key(self, path, start, stop):
+        """The key of one segment of one file.
+
+        Arguments
+        ---------
+        path : str
+            Audio file.
+        start, stop : int
+            Segment bounds in samples.
+
+        Returns
+        -------
+        str
+            Hex digest.
+        """
+        real = os.path.realpath(path)
+        if self.content_hash:
+            if real not in self._content_digests:
+                digest = hashlib.sha1()
+                with open(real, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+                self._content_digests[real] = digest.hexdigest()
+            audio = self._content_digests[real]
+        else:
+            stat = os.stat(real)
+            audio = [real, stat.st_size, stat.st_mtime_ns]
+        return _hash_json([audio, int(start), int(stop)])
+
+    def _entry(self, key):
+        """File holding the entry of ``key``."""
+        return os.path.join(self.folder, key[:2], key + ".pt")
+
+    def load(self, path, start, stop):
+        """The stored features of a segment, or None.
+
+        Arguments
+        ---------
+        path : str
+            Audio file.
+        start, stop : int
+            Segment bounds in samples.
+
+        Returns
+        -------
+        torch.Tensor or None
+            ``[frames, feat]`` (float32) if cached.
+        """
+        entry = self._entry(self.audio_key(path, start, stop))
+        if not os.path.isfile(entry):
+            return None
+        try:
+            return torch.load(entry, map_location="cpu").float()
+        except Exception as err:  # a truncated or foreign file: recompute
+            logger.warning("unreadable cache entry %s (%s); recomputing",
+                           entry, err)
+            return None
+
+    def store(self, path, start, stop, feats):
+        """Stores a segment's features (atomically).
+
+        Arguments
+        ---------
+        path : str
+            Audio file.
+        start, stop : int
+            Segment bounds in samples.
+        feats : torch.Tensor
+            ``[frames, feat]`` features.
+        """
+        entry = self._entry(self.audio_key(path, start, stop))
+        os.makedirs(os.path.dirname(entry), exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=os.path.dirname(entry))
+        os.close(handle)
+        torch.save(feats.detach().to("cpu", self.dtype).clone(), tmp)
+        os.replace(tmp, entry)
+
+    @torch.no_grad()
+    def compute(self, sig):
+        """Runs the backbone on one unpadded segment.
+
+        Arguments
+        ---------
+        sig : torch.Tensor
+            ``[time]`` waveform (on the backbone's device).
+
+        Returns
+        -------
+        torch.Tensor
+            ``[frames, feat]`` (or ``[layers, frames, feat]``).
+        """
+        was_training = self.backbone.training
+        self.backbone.eval()
+        try:
+            wavs = sig.unsqueeze(0)
+            lens = torch.ones(1, device=sig.device)
+            if hasattr(self.backbone, "extract"):
+                out = self.backbone.extract(wavs, lens)
+            else:
+                out = self.backbone(wavs)
+            if isinstance(out, (tuple, list)):
+                out = out[0]
+        finally:
+            self.backbone.train(was_training)
+        return out[0]
+
+    def features(self, sigs, paths, starts, stops):
+        """Features of a batch of segments, from the cache or computed.
+
+        Arguments
+        ---------
+        sigs : list of torch.Tensor
+            ``[time]`` unpadded waveform of each segment.
+        paths : list of str
+            Audio file of each segment.
+        starts, stops : list of int
+            Bounds of each segment in its file, samples.
+
+        Returns
+        -------
+        feats : torch.Tensor
+            ``[batch, frames, feat]`` (or ``[batch, layers, frames, feat]``),
+            zero-padded on the frame axis, on the device of ``sigs``.
+        lens : torch.Tensor
+            ``[batch]`` relative lengths in frames.
+        """
+        outs = []
+        for sig, path, start, stop in zip(sigs, paths, starts, stops):
+            feats = self.load(path, int(start), int(stop))
+            if feats is None:
+                self.misses += 1
+                feats = self.compute(sig)
+                self.store(path, int(start), int(stop), feats)
+                feats = feats.to(self.dtype).float()
+            else:
+                self.hits += 1
+            outs.append(feats.to(sig.device))
+        frames = [out.shape[-2] for out in outs]
+        longest = max(frames)
+        padded = torch.stack(
+            [
+                torch.nn.functional.pad(out, (0, 0, 0, longest - out.shape[-2]))
+                for out in outs
+            ]
+        )
+        lens = torch.tensor(frames, dtype=torch.float32, device=padded.device)
+        return padded, lens / longest

@@ -1,0 +1,551 @@
+"""Data pipeline: manifests -> segments of audio, voiced masks, soft targets.
+
+The model sees fixed-length segments of the 16 kHz waveform (4 s in the
+paper). How an utterance becomes segments:
+
+- **grid**: an utterance of ``N`` samples and a segment length ``L`` (hop
+  ``H``, default ``L``) is covered by segments starting at ``0, H, 2H, ...``
+  while ``start + L < N``, plus one last segment ending exactly at ``N``
+  (so it may overlap the one before and is never padded). An utterance no
+  longer than ``L`` is one segment, the whole utterance; it is zero-padded
+  to the batch's longest item by SpeechBrain's ``PaddedBatch``, and the
+  relative length ``wav_lens`` and the voiced mask mark the padding (0).
+  ``segment_seconds: null`` uses whole utterances.
+- **training** (``train_segments``): ``"random"`` (default) yields one item
+  per utterance per epoch, a segment drawn uniformly from its grid each
+  time the item is loaded (so long utterances show all their parts across
+  epochs without dominating an epoch); ``"all"`` yields one item per grid
+  segment. Drawing from the fixed grid, rather than at any offset, keeps
+  the frozen-backbone feature cache finite.
+- **evaluation** (valid and test): one item per grid segment; the Brain
+  averages the segments' posterior probabilities per utterance and predicts
+  the arg-max (:class:`amser_sb.metrics.ClassificationStats`).
+
+Every item provides ``sig`` (``[time]`` float waveform), ``mask`` (the
+``voiced`` column's MADD intervals cut to the segment, ``[time]`` 0/1),
+``soft_target`` (``[n_classes]`` in label-encoder order, from the
+``soft_<label>`` columns), ``emo_encoded`` (class index, -1 for ambiguous
+rows), ``utt_id``, ``wav``, ``seg_start`` and ``seg_stop`` (samples).
+
+Validation and test score clear utterances only (ambiguous ones have no
+reference class); the ambiguous rows they hold are dropped with a logged
+count. Training keeps ambiguous rows when ``use_ambiguous`` is true.
+
+Authors
+ * amser-sb contributors 2026
+"""
+
+import csv
+import logging
+import os
+
+import soundfile
+import speechbrain as sb
+import torch
+
+from amser_sb.silence import intervals_to_mask, parse_intervals
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "AudioError",
+    "ManifestError",
+    "segment_bounds",
+    "read_segment",
+    "voiced_mask",
+    "read_manifest",
+    "build_segment_dataset",
+    "load_label_encoder",
+    "dataio_prep",
+]
+
+#: Columns every manifest must have.
+REQUIRED_COLUMNS = ("ID", "wav", "emo", "ambiguous")
+
+
+class AudioError(RuntimeError):
+    """An audio file that cannot be used (unreadable, empty, wrong rate)."""
+
+
+class ManifestError(ValueError):
+    """A manifest that does not have the expected schema."""
+
+
+def segment_bounds(num_samples, segment_samples=None, hop_samples=None):
+    """Cut ``num_samples`` into the segment grid described in the module doc.
+
+    Arguments
+    ---------
+    num_samples : int
+        Utterance length in samples (> 0).
+    segment_samples : int, optional
+        Segment length ``L``; ``None`` or 0 gives one whole-utterance segment.
+    hop_samples : int, optional
+        Hop ``H`` between segment starts; defaults to ``segment_samples``.
+
+    Returns
+    -------
+    list of (int, int)
+        ``(start, stop)`` samples, stop exclusive, in order.
+
+    Example
+    -------
+    >>> segment_bounds(10, 4)
+    [(0, 4), (4, 8), (6, 10)]
+    >>> segment_bounds(8, 4)
+    [(0, 4), (4, 8)]
+    >>> segment_bounds(3, 4)
+    [(0, 3)]
+    >>> segment_bounds(10, 4, hop_samples=3)
+    [(0, 4), (3, 7), (6, 10)]
+    """
+    if num_samples <= 0:
+        raise ValueError(f"num_samples must be positive, got {num_samples}")
+    if not segment_samples or num_samples <= segment_samples:
+        return [(0, num_samples)]
+    hop = hop_samples or segment_samples
+    if hop <= 0:
+        raise ValueError(f"hop_samples must be positive, got {hop}")
+    bounds = []
+    start = 0
+    while start + segment_samples < num_samples:
+        bounds.append((start, start + segment_samples))
+        start += hop
+    last = (num_samples - segment_samples, num_samples)
+    if bounds[-1] != last:
+        bounds.append(last)
+    return bounds
+
+
+def audio_info(path, sample_rate=16000):
+    """Length of a readable, non-empty, mono audio file at ``sample_rate``.
+
+    Arguments
+    ---------
+    path : str
+        Audio file.
+    sample_rate : int
+        Required sample rate.
+
+    Returns
+    -------
+    int
+        Number of samples.
+
+    Raises
+    ------
+    AudioError
+        Naming the file and the fix when it cannot be used.
+    """
+    try:
+        info = soundfile.info(path)
+    except Exception as err:  # soundfile raises several types
+        raise AudioError(
+            f"cannot read audio file {path}: {err}. Check that the file "
+            "exists and is a valid WAV/FLAC, or re-run the data preparation."
+        ) from err
+    if info.samplerate != sample_rate:
+        raise AudioError(
+            f"{path}: sample rate {info.samplerate} Hz, expected "
+            f"{sample_rate} Hz. Resample the corpus to {sample_rate} Hz "
+            "(IEMOCAP's sentences/wav files are 16 kHz) or set sample_rate."
+        )
+    if info.frames <= 0:
+        raise AudioError(
+            f"{path}: empty audio file (0 samples). Remove it from the "
+            "corpus or re-run the data preparation."
+        )
+    return int(info.frames)
+
+
+def read_segment(path, start=0, stop=None, sample_rate=16000):
+    """Reads samples ``[start, stop)`` of a mono audio file.
+
+    Arguments
+    ---------
+    path : str
+        Audio file (any format soundfile reads).
+    start : int
+        First sample.
+    stop : int, optional
+        One past the last sample; ``None`` reads to the end.
+    sample_rate : int
+        Required sample rate; a different one raises :class:`AudioError`.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[time]`` float32 waveform (a multi-channel file is averaged).
+
+    Raises
+    ------
+    AudioError
+        For unreadable, empty or wrong-rate files, naming the file.
+
+    Example
+    -------
+    >>> import tempfile, os, numpy as np, soundfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.wav")
+    >>> soundfile.write(path, np.arange(8) / 10, 16000, subtype="FLOAT")
+    >>> read_segment(path, 2, 5)
+    tensor([0.2000, 0.3000, 0.4000])
+    """
+    audio_info(path, sample_rate)
+    try:
+        data, _ = soundfile.read(
+            path, start=start, stop=stop, dtype="float32", always_2d=True
+        )
+    except Exception as err:
+        raise AudioError(f"cannot read audio file {path}: {err}") from err
+    if data.shape[0] == 0:
+        raise AudioError(
+            f"{path}: no samples in [{start}, {stop}); the manifest's "
+            "segment lies beyond the end of the file. Re-run the data "
+            "preparation (the file may have changed)."
+        )
+    return torch.from_numpy(data.mean(axis=1))
+
+
+def voiced_mask(voiced, start, length):
+    """The voiced (MADD-kept) mask of one segment.
+
+    Arguments
+    ---------
+    voiced : str or list of (int, int)
+        The manifest's ``voiced`` intervals of the whole utterance
+        (``"s:e s:e"``, end exclusive, samples), or parsed intervals.
+    start : int
+        Segment start, samples.
+    length : int
+        Segment length, samples.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[length]`` float 0/1 mask.
+
+    Example
+    -------
+    >>> voiced_mask("2:5 7:20", 4, 6)
+    tensor([1., 0., 0., 1., 1., 1.])
+    """
+    if isinstance(voiced, str):
+        voiced = parse_intervals(voiced)
+    return intervals_to_mask(voiced, length, start=start)
+
+
+def _is_true(value):
+    """Manifest boolean: '1', 'true', 'yes' (any case) are true."""
+    return str(value).strip().lower() in ("1", "true", "yes", "1.0")
+
+
+def read_manifest(csv_path, labels, replacements=None):
+    """Reads and checks a manifest written by the data preparation.
+
+    Arguments
+    ---------
+    csv_path : str
+        Manifest (``ID, duration, wav, spk_id, session, emo, soft_<label>...,
+        ambiguous, voiced``).
+    labels : list of str
+        Class labels in encoder order; ``soft_<label>`` columns must exist.
+    replacements : dict, optional
+        ``{"data_root": "/data"}`` replaces ``$data_root`` in ``wav`` (as
+        SpeechBrain's ``from_csv``).
+
+    Returns
+    -------
+    list of dict
+        One row per utterance, ``soft`` holding the target list.
+
+    Raises
+    ------
+    ManifestError
+        Naming the file and the missing columns or bad values.
+    """
+    if not os.path.isfile(csv_path):
+        raise ManifestError(
+            f"manifest {csv_path} does not exist; run the data preparation "
+            "(prepare_iemocap) first or check save_folder/protocol/fold."
+        )
+    with open(csv_path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        wanted = list(REQUIRED_COLUMNS) + [f"soft_{lab}" for lab in labels]
+        missing = [col for col in wanted if col not in columns]
+        if missing:
+            raise ManifestError(
+                f"manifest {csv_path} lacks columns {missing} (has "
+                f"{columns}); re-run the data preparation."
+            )
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            wav = row["wav"]
+            for key, value in (replacements or {}).items():
+                wav = wav.replace(f"${key}", str(value))
+            try:
+                soft = [float(row[f"soft_{lab}"]) for lab in labels]
+            except ValueError as err:
+                raise ManifestError(
+                    f"{csv_path}, line {line} ({row['ID']}): bad soft "
+                    f"target: {err}"
+                ) from err
+            ambiguous = _is_true(row["ambiguous"])
+            emo = row["emo"].strip()
+            if not ambiguous and emo not in labels:
+                raise ManifestError(
+                    f"{csv_path}, line {line} ({row['ID']}): label {emo!r} "
+                    f"is not one of {labels} (label_encoder.txt); re-run "
+                    "the data preparation."
+                )
+            rows.append(
+                {
+                    "ID": row["ID"],
+                    "wav": wav,
+                    "emo": emo,
+                    "ambiguous": ambiguous,
+                    "soft": soft,
+                    "voiced": row.get("voiced"),
+                }
+            )
+    return rows
+
+
+def build_segment_dataset(
+    csv_path,
+    labels,
+    stage="train",
+    segment_seconds=4.0,
+    hop_seconds=None,
+    train_segments="random",
+    use_ambiguous=True,
+    target_type="soft",
+    use_voiced_mask=True,
+    sample_rate=16000,
+    replacements=None,
+):
+    """Builds the segment-level ``DynamicItemDataset`` of one manifest.
+
+    Arguments
+    ---------
+    csv_path : str
+        Manifest written by the data preparation.
+    labels : list of str
+        Class labels in label-encoder order.
+    stage : str
+        ``"train"``, ``"valid"`` or ``"test"``; evaluation stages keep clear
+        rows only and use every grid segment.
+    segment_seconds : float, optional
+        Segment length (paper: 4 s); ``None`` or 0 for whole utterances.
+    hop_seconds : float, optional
+        Hop between grid segments; defaults to ``segment_seconds``.
+    train_segments : str
+        ``"random"`` (one random grid segment per utterance per epoch) or
+        ``"all"`` (every grid segment); training only.
+    use_ambiguous : bool
+        Keep ambiguous rows (soft targets only) for training.
+    target_type : str
+        ``"soft"``: the vote proportions for every row; ``"hard"``: one-hot
+        of ``emo`` for clear rows (ambiguous rows keep their proportions).
+    use_voiced_mask : bool
+        Use the ``voiced`` intervals; when false (or the column is absent)
+        the mask is all ones over the real samples.
+    sample_rate : int
+        Sample rate of the corpus; other rates raise :class:`AudioError`.
+    replacements : dict, optional
+        ``$key`` substitutions in the ``wav`` column.
+
+    Returns
+    -------
+    sb.dataio.dataset.DynamicItemDataset
+        Items with ``id, utt_id, wav, seg_start, seg_stop, sig, mask,
+        soft_target, emo_encoded``.
+    """
+    if stage not in ("train", "valid", "test"):
+        raise ValueError(f"stage must be train/valid/test, got {stage!r}")
+    if train_segments not in ("random", "all"):
+        raise ValueError(
+            f"train_segments must be 'random' or 'all', got {train_segments!r}"
+        )
+    if target_type not in ("soft", "hard"):
+        raise ValueError(
+            f"target_type must be 'soft' or 'hard', got {target_type!r}"
+        )
+    rows = read_manifest(csv_path, labels, replacements)
+    keep_ambiguous = stage == "train" and use_ambiguous
+    dropped = sum(1 for row in rows if row["ambiguous"] and not keep_ambiguous)
+    if dropped:
+        reason = "use_ambiguous is False" if stage == "train" else (
+            "no reference class to score"
+        )
+        logger.info(
+            "%s: leaving out %d ambiguous of %d utterances (%s)",
+            csv_path, dropped, len(rows), reason,
+        )
+    segment = int(round(segment_seconds * sample_rate)) if segment_seconds else 0
+    hop = int(round(hop_seconds * sample_rate)) if hop_seconds else None
+    per_utterance = stage == "train" and train_segments == "random"
+
+    data = {}
+    for row in rows:
+        if row["ambiguous"] and not keep_ambiguous:
+            continue
+        num_samples = audio_info(row["wav"], sample_rate)
+        bounds = segment_bounds(num_samples, segment, hop)
+        soft = list(row["soft"])
+        if target_type == "hard" and not row["ambiguous"]:
+            soft = [float(lab == row["emo"]) for lab in labels]
+        if stage == "train" and sum(soft) <= 0:
+            raise ManifestError(
+                f"{csv_path} ({row['ID']}): every soft_<label> target is "
+                "0; re-run the data preparation or use target_type: hard."
+            )
+        item = {
+            "utt_id": row["ID"],
+            "wav": row["wav"],
+            "voiced": row["voiced"] if use_voiced_mask else None,
+            "soft": soft,
+            "emo_index": -1 if row["ambiguous"] else labels.index(row["emo"]),
+        }
+        if per_utterance:
+            data[row["ID"]] = dict(item, bounds=bounds)
+        else:
+            for k, bound in enumerate(bounds):
+                data[f"{row['ID']}@{k}"] = dict(item, bounds=[bound])
+    if not data:
+        raise ManifestError(
+            f"{csv_path}: no usable utterances for stage {stage!r} "
+            f"({len(rows)} rows, {dropped} ambiguous left out)."
+        )
+
+    @sb.utils.data_pipeline.takes("bounds")
+    @sb.utils.data_pipeline.provides("seg_start", "seg_stop")
+    def segment_pipeline(bounds):
+        """Chooses the item's segment (random among its grid when several)."""
+        pick = 0
+        if len(bounds) > 1:
+            pick = int(torch.randint(len(bounds), (1,)))
+        start, stop = bounds[pick]
+        yield start
+        yield stop
+
+    @sb.utils.data_pipeline.takes("wav", "seg_start", "seg_stop")
+    @sb.utils.data_pipeline.provides("sig")
+    def audio_pipeline(wav, seg_start, seg_stop):
+        """Reads the segment's samples."""
+        return read_segment(wav, seg_start, seg_stop, sample_rate)
+
+    @sb.utils.data_pipeline.takes("voiced", "seg_start", "seg_stop")
+    @sb.utils.data_pipeline.provides("mask")
+    def mask_pipeline(voiced, seg_start, seg_stop):
+        """Cuts the utterance's voiced intervals to the segment."""
+        if voiced is None:
+            return torch.ones(seg_stop - seg_start)
+        return voiced_mask(voiced, seg_start, seg_stop - seg_start)
+
+    @sb.utils.data_pipeline.takes("soft", "emo_index")
+    @sb.utils.data_pipeline.provides("soft_target", "emo_encoded")
+    def target_pipeline(soft, emo_index):
+        """Soft-target tensor and the reference class index."""
+        yield torch.tensor(soft, dtype=torch.float32)
+        yield torch.tensor(emo_index, dtype=torch.long)
+
+    return sb.dataio.dataset.DynamicItemDataset(
+        data,
+        dynamic_items=[
+            segment_pipeline,
+            audio_pipeline,
+            mask_pipeline,
+            target_pipeline,
+        ],
+        output_keys=[
+            "id",
+            "utt_id",
+            "wav",
+            "seg_start",
+            "seg_stop",
+            "sig",
+            "mask",
+            "soft_target",
+            "emo_encoded",
+        ],
+    )
+
+
+def load_label_encoder(label_encoder, path, n_classes):
+    """Loads the preparation's ``label_encoder.txt`` into an encoder.
+
+    Arguments
+    ---------
+    label_encoder : sb.dataio.encoder.CategoricalEncoder
+        The (empty) encoder from the hparams.
+    path : str
+        ``<save_folder>/label_encoder.txt`` written by the data preparation.
+    n_classes : int
+        Expected number of classes (``expect_len``).
+
+    Returns
+    -------
+    list of str
+        Labels in index order.
+    """
+    if not os.path.isfile(path):
+        raise ManifestError(
+            f"label encoder {path} does not exist; run the data preparation "
+            "(prepare_iemocap) first."
+        )
+    label_encoder.expect_len(n_classes)
+    label_encoder.load(path)
+    if len(label_encoder) != n_classes:
+        raise ManifestError(
+            f"{path} holds {len(label_encoder)} classes "
+            f"({list(label_encoder.lab2ind)}), the hparams expect "
+            f"n_classes={n_classes}."
+        )
+    return [label_encoder.ind2lab[i] for i in range(n_classes)]
+
+
+def dataio_prep(hparams):
+    """Builds the train/valid/test datasets of one fold from the hparams.
+
+    Reads ``<manifest_folder>/<protocol>/fold_<fold>/{train,valid,test}.csv``
+    and ``<manifest_folder>/label_encoder.txt``.
+
+    Arguments
+    ---------
+    hparams : dict
+        Loaded recipe hparams (``manifest_folder``, ``protocol``, ``fold``,
+        ``label_encoder``, ``n_classes``, ``segment_seconds``,
+        ``segment_hop_seconds``, ``train_segments``, ``use_ambiguous``,
+        ``target_type``, ``use_voiced_mask``, ``sample_rate``).
+
+    Returns
+    -------
+    dict
+        ``"train"``, ``"valid"``, ``"test"`` datasets and ``"labels"``.
+    """
+    manifest_folder = hparams["manifest_folder"]
+    labels = load_label_encoder(
+        hparams["label_encoder"],
+        os.path.join(manifest_folder, "label_encoder.txt"),
+        hparams["n_classes"],
+    )
+    fold_folder = os.path.join(
+        manifest_folder, hparams["protocol"], f"fold_{hparams['fold']}"
+    )
+    datasets = {"labels": labels}
+    for stage in ("train", "valid", "test"):
+        datasets[stage] = build_segment_dataset(
+            os.path.join(fold_folder, f"{stage}.csv"),
+            labels,
+            stage=stage,
+            segment_seconds=hparams["segment_seconds"],
+            hop_seconds=hparams.get("segment_hop_seconds"),
+            train_segments=hparams.get("train_segments", "random"),
+            use_ambiguous=hparams["use_ambiguous"],
+            target_type=hparams.get("target_type", "soft"),
+            use_voiced_mask=hparams.get("use_voiced_mask", True),
+            sample_rate=hparams.get("sample_rate", 16000),
+            replacements={"data_root": hparams["data_folder"]},
+        )
+    return datasets

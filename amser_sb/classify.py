@@ -1,0 +1,355 @@
+"""Classify audio files with an exported model, short clips and long audio.
+
+The model is loaded with SpeechBrain's plain ``EncoderClassifier`` (see
+``load_classifier``). Short files are classified whole. Long recordings are
+streamed in windows of ``window`` seconds every ``hop`` seconds: each window
+is read from disk on its own (memory stays bounded by the window batch,
+whatever the file's length), downmixed, resampled to the model's rate,
+checked for voiced audio with MADD (windows with less than
+``min_voiced`` of their samples voiced are reported as ``silence`` and not
+classified), and classified in batches. The overall label is the arg-max of
+the duration-weighted mean posterior over the classified windows.
+
+Authors
+ * amser-sb contributors
+"""
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import soundfile as sf
+import torch
+import torchaudio
+
+from amser_sb.silence import madd
+
+logger = logging.getLogger(__name__)
+
+SILENCE_LABEL = "silence"
+
+
+class AudioInputError(ValueError):
+    """An audio file cannot be classified (missing, unreadable, empty)."""
+
+
+def load_classifier(source, savedir=None, offline=None, device="cpu"):
+    """Load an exported model with SpeechBrain's plain ``EncoderClassifier``.
+
+    Arguments
+    ---------
+    source : str
+        A model folder written by ``amser-sb export`` or a Hub id.
+    savedir : str, optional
+        Where SpeechBrain collects the model files (default: a folder
+        ``pretrained_models/<name>`` like SpeechBrain's own default).
+    offline : bool, optional
+        Set ``HF_HUB_OFFLINE=1`` while loading (default: True for a local
+        folder, unchanged for a Hub id).
+    device : str
+        Torch device.
+
+    Returns
+    -------
+    speechbrain.inference.classifiers.EncoderClassifier
+    """
+    from speechbrain.inference.classifiers import EncoderClassifier
+
+    local = os.path.isdir(source)
+    if local:
+        for name in ("hyperparams.yaml", "embedding_model.ckpt",
+                     "classifier.ckpt", "label_encoder.txt"):
+            if not os.path.isfile(os.path.join(source, name)):
+                # SpeechBrain would otherwise fail later or, for the label
+                # encoder, silently load an empty one.
+                raise FileNotFoundError(
+                    f"model folder {source} has no {name}; re-export it with "
+                    "'amser-sb export <experiment folder> <model_dir>'"
+                )
+    elif os.path.sep in source and not source.count("/") == 1:
+        raise FileNotFoundError(
+            f"model folder {source} does not exist (and is no Hub id)"
+        )
+    if savedir is None:
+        savedir = os.path.join(
+            "pretrained_models", os.path.basename(os.path.normpath(source))
+        )
+    if offline is None:
+        offline = local
+    previous = os.environ.get("HF_HUB_OFFLINE")
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        clf = EncoderClassifier.from_hparams(
+            source=os.path.abspath(source) if local else source,
+            savedir=savedir,
+            run_opts={"device": device},
+        )
+    finally:
+        if offline:
+            if previous is None:
+                os.environ.pop("HF_HUB_OFFLINE", None)
+            else:
+                os.environ["HF_HUB_OFFLINE"] = previous
+    if len(clf.hparams.label_encoder.lab2ind) == 0:
+        raise RuntimeError(
+            f"model {source} loaded an empty label encoder; its "
+            "label_encoder.txt is missing or empty"
+        )
+    return clf
+
+
+def audio_info(path):
+    """Sample rate, channels and frames of a file, with clear errors.
+
+    Arguments
+    ---------
+    path : str
+        Audio file.
+
+    Returns
+    -------
+    soundfile._SoundFileInfo
+    """
+    if not os.path.isfile(path):
+        raise AudioInputError(f"audio file {path} does not exist")
+    try:
+        info = sf.info(path)
+    except Exception as err:
+        raise AudioInputError(
+            f"cannot read {path} as audio ({err}); convert it to WAV/FLAC"
+        ) from err
+    if info.frames == 0:
+        raise AudioInputError(f"audio file {path} is empty (0 samples)")
+    return info
+
+
+def read_audio(path, sample_rate=16000, start=0, frames=-1):
+    """Read (part of) a file as mono float audio at ``sample_rate``.
+
+    Arguments
+    ---------
+    path : str
+        Audio file (any format libsndfile reads).
+    sample_rate : int
+        Target rate; other rates are resampled.
+    start, frames : int
+        Portion to read, in samples at the file's own rate.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[time]`` float32 waveform (channels averaged).
+    """
+    info = audio_info(path)
+    data, rate = sf.read(
+        path, start=start, frames=frames, dtype="float32", always_2d=True
+    )
+    wav = torch.from_numpy(data).mean(dim=1)
+    if rate != sample_rate and wav.numel() > 0:
+        wav = torchaudio.functional.resample(wav, rate, sample_rate)
+    if wav.numel() == 0 and info.frames > 0 and frames != 0:
+        raise AudioInputError(f"no samples read from {path} at {start}")
+    return wav
+
+
+@dataclass
+class WindowResult:
+    """The emotion of one window of a long recording."""
+
+    start: float
+    end: float
+    label: str
+    posteriors: dict = field(default_factory=dict)
+    voiced: float = 1.0
+
+
+@dataclass
+class FileResult:
+    """The emotion of one file, overall and (for long audio) per window."""
+
+    path: str
+    label: str
+    posteriors: dict
+    duration: float
+    windows: list = field(default_factory=list)
+
+    def to_dict(self):
+        """Plain-JSON form of the result.
+
+        Returns
+        -------
+        dict
+        """
+        out = {
+            "file": self.path,
+            "label": self.label,
+            "posteriors": self.posteriors,
+            "duration": round(self.duration, 3),
+        }
+        if self.windows:
+            out["windows"] = [
+                {
+                    "start": round(w.start, 3),
+                    "end": round(w.end, 3),
+                    "label": w.label,
+                    "voiced": round(w.voiced, 3),
+                    "posteriors": w.posteriors,
+                }
+                for w in self.windows
+            ]
+        return out
+
+
+def _labels(clf):
+    enc = clf.hparams.label_encoder
+    return [enc.ind2lab[i] for i in range(len(enc.ind2lab))]
+
+
+def _posteriors(clf, wavs, wav_lens):
+    """Class probabilities ``[batch, classes]`` from the classifier output."""
+    with torch.no_grad():
+        out, _, _, _ = clf.classify_batch(wavs, wav_lens)
+    out = out.reshape(out.shape[0], -1).float()
+    # The exported classifier outputs probabilities; accept log-probs too.
+    if (out <= 0).all():
+        out = out.exp()
+    return out / out.sum(dim=1, keepdim=True)
+
+
+def classify_file(clf, path, sample_rate=16000):
+    """Classify a whole file.
+
+    Arguments
+    ---------
+    clf : EncoderClassifier
+        Loaded model.
+    path : str
+        Audio file (stereo is downmixed, other rates resampled).
+    sample_rate : int
+        The model's rate.
+
+    Returns
+    -------
+    FileResult
+    """
+    wav = read_audio(path, sample_rate)
+    probs = _posteriors(clf, wav.unsqueeze(0), torch.ones(1))[0]
+    labels = _labels(clf)
+    post = {lab: round(float(p), 4) for lab, p in zip(labels, probs)}
+    return FileResult(
+        path, labels[int(probs.argmax())], post, wav.numel() / sample_rate
+    )
+
+
+def iter_windows(path, window, hop, sample_rate=16000):
+    """Yield ``(start_s, end_s, wav)`` windows of a file, read one by one.
+
+    Arguments
+    ---------
+    path : str
+        Audio file.
+    window, hop : float
+        Window length and hop in seconds.
+    sample_rate : int
+        Rate of the yielded windows.
+
+    Yields
+    ------
+    (float, float, torch.Tensor)
+        Start and end in seconds, and the ``[time]`` window (the last one
+        may be shorter).
+    """
+    if window <= 0 or hop <= 0:
+        raise ValueError("--window and --hop must be positive seconds")
+    info = audio_info(path)
+    rate = info.samplerate
+    win, step = int(round(window * rate)), int(round(hop * rate))
+    start = 0
+    while start < info.frames:
+        frames = min(win, info.frames - start)
+        wav = read_audio(path, sample_rate, start=start, frames=frames)
+        yield start / rate, (start + frames) / rate, wav
+        if start + win >= info.frames:
+            break
+        start += step
+
+
+def classify_long(
+    clf,
+    path,
+    window=4.0,
+    hop=2.0,
+    sample_rate=16000,
+    batch_size=8,
+    min_voiced=0.1,
+    madd_kwargs=None,
+):
+    """Per-window emotions with timestamps for a recording of any length.
+
+    Arguments
+    ---------
+    clf : EncoderClassifier
+        Loaded model.
+    path : str
+        Audio file.
+    window, hop : float
+        Window length and hop, seconds.
+    sample_rate : int
+        The model's rate.
+    batch_size : int
+        Windows classified together (bounds memory).
+    min_voiced : float
+        Windows whose MADD-voiced fraction is below this are ``silence``.
+    madd_kwargs : dict, optional
+        MADD options (``window``, ``factor``, ...).
+
+    Returns
+    -------
+    FileResult
+        Overall label (``silence`` if no window is voiced) and windows.
+    """
+    labels = _labels(clf)
+    results, pending = [], []
+    total = torch.zeros(len(labels))
+    weight = 0.0
+    duration = 0.0
+
+    def flush():
+        nonlocal total, weight
+        if not pending:
+            return
+        longest = max(w.numel() for _, w in pending)
+        batch = torch.zeros(len(pending), longest)
+        for i, (_, w) in enumerate(pending):
+            batch[i, : w.numel()] = w
+        lens = torch.tensor([w.numel() / longest for _, w in pending])
+        probs = _posteriors(clf, batch, lens)
+        for (res, w), p in zip(pending, probs):
+            res.label = labels[int(p.argmax())]
+            res.posteriors = {
+                lab: round(float(v), 4) for lab, v in zip(labels, p)
+            }
+            dur = w.numel() / sample_rate
+            total += p * dur
+            weight += dur
+        pending.clear()
+
+    for start, end, wav in iter_windows(path, window, hop, sample_rate):
+        duration = end
+        _, mask = madd(wav, **(madd_kwargs or {}))
+        voiced = float(mask.mean()) if wav.numel() else 0.0
+        res = WindowResult(start, end, SILENCE_LABEL, {}, voiced)
+        results.append(res)
+        if voiced >= min_voiced:
+            pending.append((res, wav))
+            if len(pending) >= batch_size:
+                flush()
+    flush()
+    if weight == 0:
+        return FileResult(path, SILENCE_LABEL, {}, duration, results)
+    mean = total / weight
+    post = {lab: round(float(v), 4) for lab, v in zip(labels, mean)}
+    return FileResult(
+        path, labels[int(mean.argmax())], post, duration, results
+    )

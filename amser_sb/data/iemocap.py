@@ -331,7 +331,9 @@ def list_wavs(data_folder, sessions=SESSIONS):
     """Every ``SessionN/sentences/wav/*/*.wav`` (AppleDouble excluded)."""
     wavs = []
     for session in sessions:
-        root = os.path.join(data_folder, f"Session{session}", "sentences", "wav")
+        root = os.path.join(
+            data_folder, f"Session{session}", "sentences", "wav"
+        )
         if not os.path.isdir(root):
             continue
         with os.scandir(root) as dialogs:
@@ -439,8 +441,9 @@ def _analyse_all(jobs, num_workers):
             torch.set_num_threads(threads)
     import multiprocessing
 
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    ctx = multiprocessing.get_context(method)
+    # fork: workers start at once (no re-import of torch per worker).
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
     chunk = max(1, min(64, len(jobs) // (8 * num_workers)))
     with ProcessPoolExecutor(
         num_workers, mp_context=ctx, initializer=_init_worker

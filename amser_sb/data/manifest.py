@@ -59,8 +59,9 @@ def manifest_columns(class_set):
     Example
     -------
     >>> from amser_sb.labels import IEMOCAP_4
-    >>> manifest_columns(IEMOCAP_4)[5:]
-    ['emo', 'soft_neu', 'soft_hap', 'soft_sad', 'soft_ang', 'ambiguous', 'voiced']
+    >>> manifest_columns(IEMOCAP_4)[5:]  # doctest: +NORMALIZE_WHITESPACE
+    ['emo', 'soft_neu', 'soft_hap', 'soft_sad', 'soft_ang',
+     'ambiguous', 'voiced']
     """
     return list(BASE_COLUMNS) + class_set.soft_columns + list(TAIL_COLUMNS)
 
@@ -248,8 +249,10 @@ def make_stamp(options, fingerprint):
     -------
     >>> a = make_stamp({"protocol": "speaker"}, "f00")
     >>> b = make_stamp({"protocol": "session"}, "f00")
-    >>> a["digest"] == b["digest"], a == make_stamp({"protocol": "speaker"}, "f00")
-    (False, True)
+    >>> a["digest"] == b["digest"]
+    False
+    >>> a == make_stamp({"protocol": "speaker"}, "f00")
+    True
     """
     body = {
         "version": STAMP_VERSION,

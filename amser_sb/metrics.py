@@ -373,7 +373,7 @@ class ClassificationStats:
             "confusion": matrix.tolist(),
         }
 
-    def write(self, prefix, title=None):
+    def write(self, prefix, title=None, extra=None):
         """Writes ``<prefix>_confusion.csv``, ``<prefix>_confusion.png``,
         ``<prefix>_predictions.csv`` and ``<prefix>_metrics.json``.
 
@@ -383,6 +383,8 @@ class ClassificationStats:
             Path prefix, e.g. ``exp/fold_0/test``.
         title : str, optional
             Title of the PNG.
+        extra : dict, optional
+            More fields for the JSON file (e.g. the epoch).
 
         Returns
         -------
@@ -415,6 +417,18 @@ class ClassificationStats:
                     ]
                     + [f"{float(p):.6f}" for p in prob]
                 )
+        summary.update(extra or {})
         with open(f"{prefix}_metrics.json", "w") as handle:
-            json.dump(summary, handle, indent=2)
+            json.dump(_json_safe(summary), handle, indent=2)
         return summary
+
+
+def _json_safe(value):
+    """NaN -> None, recursively, for strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value

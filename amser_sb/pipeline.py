@@ -448,7 +448,7 @@ def build_segment_dataset(
     def target_pipeline(soft, emo_index):
         """Soft-target tensor and the reference class index."""
         yield torch.tensor(soft, dtype=torch.float32)
-        yield torch.tensor(emo_index, dtype=torch.long)
+        yield emo_index
 
     return sb.dataio.dataset.DynamicItemDataset(
         data,

@@ -1,0 +1,498 @@
+"""The training loop of the emotion recipe: :class:`AMSERBrain`.
+
+``AMSERBrain`` trains ``modules.embedding_model`` (an
+:class:`amser_sb.lobes.AMSER`: AM-ResNet and/or wav2vec 2.0, fused) and
+``modules.classifier`` (an :class:`amser_sb.lobes.EmotionClassifier`) on
+segments (see :mod:`amser_sb.pipeline`) with the soft-target cross-entropy
+(:mod:`amser_sb.losses`), scores valid and test per utterance (segment
+posteriors averaged, :mod:`amser_sb.metrics`), keeps the checkpoint with
+the best valid UA, and resumes interrupted runs from the latest checkpoint.
+
+Optional behaviour, all driven by the hparams:
+
+- ``use_feature_cache`` (with a frozen wav2vec2): backbone outputs come
+  from :class:`amser_sb.feature_cache.FeatureCache` (computed once per
+  segment, on disk under ``feature_cache_folder``).
+- ``lr_wav2vec2`` (with a fine-tuned wav2vec2): the backbone's weights
+  are a second parameter group of the one optimiser, with that rate.
+- the paper's **two-stage schedule**: stage 1 trains AM-ResNet alone
+  (``hparams/am_resnet.yaml``, SGD); stage 2 (``am_resnet_w2v2.yaml`` with
+  ``stage1_folder`` set) loads AM-ResNet's weights from stage 1's best
+  checkpoint and, with ``freeze_am_resnet``, trains fusion + classifier
+  only (Adam).
+- ``class_weights``: ``null``, ``balanced`` (inverse class frequency of the
+  training targets) or a list in label-encoder order.
+
+Authors
+ * amser-sb contributors 2026
+"""
+
+import logging
+import os
+import time
+
+import speechbrain as sb
+import torch
+
+from amser_sb.feature_cache import FeatureCache
+from amser_sb.losses import balanced_class_weights, soft_target_cross_entropy
+from amser_sb.metrics import ClassificationStats
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AMSERBrain", "find_best_checkpoint"]
+
+
+def find_best_checkpoint(save_folder, key="UA"):
+    """The checkpoint with the highest ``key`` in a save folder.
+
+    Arguments
+    ---------
+    save_folder : str
+        A run's checkpoint folder (``<output_folder>/save``).
+    key : str
+        Metric recorded in the checkpoints' meta data.
+
+    Returns
+    -------
+    speechbrain.utils.checkpoints.Checkpoint
+        The best checkpoint.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the folder holds no checkpoint with ``key``.
+    """
+    checkpointer = sb.utils.checkpoints.Checkpointer(save_folder)
+    best = checkpointer.find_checkpoint(max_key=key)
+    if best is None:
+        raise FileNotFoundError(
+            f"no checkpoint with {key!r} in {save_folder}: run stage 1 "
+            "(hparams/am_resnet.yaml) for this fold first, or fix "
+            "stage1_folder."
+        )
+    return best
+
+
+class AMSERBrain(sb.Brain):
+    """Brain for AM-ResNet + wav2vec 2.0 emotion recognition.
+
+    Expects in the hparams: ``label_encoder`` (loaded), ``output_folder``,
+    ``train_logger``; optionally ``lr_annealing``, ``class_weights``,
+    ``label_smoothing``, ``freeze_am_resnet``, ``stage1_folder``,
+    ``use_feature_cache``, ``feature_cache_folder``,
+    ``feature_cache_dtype``, ``lr_wav2vec2``, ``save_valid_confusion``.
+    See ``recipes/IEMOCAP/emotion_recognition/hparams/am_resnet_w2v2.yaml``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        encoder = self.hparams.label_encoder
+        self.labels = [encoder.ind2lab[i] for i in range(len(encoder))]
+        self.class_weights = None
+        self.feature_cache = self._make_feature_cache()
+        self.test_summary = None
+        self._stage_start = None
+
+    # ------------------------------------------------------------------
+    # Set-up helpers
+    # ------------------------------------------------------------------
+    def _hparam(self, name, default=None):
+        """An optional hparam (``default`` when the YAML lacks it)."""
+        return getattr(self.hparams, name, default)
+
+    @property
+    def ssl_backbone(self):
+        """The wav2vec2 branch of the embedding model, or None."""
+        return getattr(self.modules.embedding_model, "wav2vec2", None)
+
+    @property
+    def am_resnet(self):
+        """The AM-ResNet branch of the embedding model, or None."""
+        return getattr(self.modules.embedding_model, "am_resnet", None)
+
+    def _uses_ssl(self):
+        """Whether the embedding model's mode runs the wav2vec2 branch."""
+        return self.ssl_backbone is not None
+
+    def _make_feature_cache(self):
+        """A feature cache when asked for and the backbone is frozen.
+
+        Returns
+        -------
+        FeatureCache or None
+        """
+        if not self._hparam("use_feature_cache", False):
+            return None
+        backbone = self.ssl_backbone
+        if backbone is None or not self._uses_ssl():
+            logger.info("feature cache: no wav2vec2 branch in use; disabled")
+            return None
+        if not getattr(backbone, "freeze", False):
+            logger.warning(
+                "use_feature_cache is True but wav2vec2 is fine-tuned "
+                "(freeze_wav2vec2: False): its outputs change every step, "
+                "so the cache is disabled."
+            )
+            return None
+        folder = self._hparam("feature_cache_folder")
+        if folder is None:
+            folder = os.path.join(self.hparams.output_folder, "feature_cache")
+        return FeatureCache(
+            folder,
+            backbone,
+            dtype=self._hparam("feature_cache_dtype", "float16"),
+        )
+
+    def load_stage1(self):
+        """Loads AM-ResNet's weights from the stage-1 run (two-stage mode).
+
+        ``stage1_folder`` is stage 1's output folder for this fold (it may
+        contain ``{fold}``, ``{protocol}`` and ``{seed}``, filled from the
+        hparams); the checkpoint with the best valid UA in its ``save/``
+        sub-folder is used. Only the ``am_resnet.*`` weights of its
+        ``embedding_model`` are taken.
+
+        Returns
+        -------
+        str or None
+            The checkpoint folder loaded, or None when ``stage1_folder`` is
+            not set.
+        """
+        folder = self._hparam("stage1_folder")
+        if not folder:
+            return None
+        folder = str(folder).format(
+            fold=self._hparam("fold"),
+            protocol=self._hparam("protocol"),
+            seed=self._hparam("seed"),
+        )
+        save = os.path.join(folder, "save")
+        best = find_best_checkpoint(save if os.path.isdir(save) else folder)
+        state = torch.load(
+            os.path.join(best.path, "embedding_model.ckpt"), map_location="cpu"
+        )
+        prefix = "am_resnet."
+        weights = {
+            key[len(prefix) :]: value
+            for key, value in state.items()
+            if key.startswith(prefix)
+        }
+        if not weights or self.am_resnet is None:
+            raise ValueError(
+                f"{best.path} holds no AM-ResNet weights (am_resnet.*) or "
+                "this model has no AM-ResNet branch"
+            )
+        self.am_resnet.load_state_dict(weights)
+        logger.info(
+            "stage 2: AM-ResNet loaded from %s (valid UA %.2f)",
+            best.path,
+            best.meta.get("UA", float("nan")),
+        )
+        return str(best.path)
+
+    def _freeze_am_resnet(self):
+        """With ``freeze_am_resnet``: no gradients and frozen BatchNorm."""
+        if self._hparam("freeze_am_resnet", False) and self.am_resnet:
+            for param in self.am_resnet.parameters():
+                param.requires_grad_(False)
+            self.am_resnet.eval()
+
+    # ------------------------------------------------------------------
+    # Brain interface
+    # ------------------------------------------------------------------
+    def fit(self, epoch_counter, train_set, valid_set=None, **kwargs):
+        """Sets class weights from the training targets, then trains.
+
+        Arguments
+        ---------
+        epoch_counter : speechbrain.utils.epoch_loop.EpochCounter
+            Iterates the epochs (checkpointed, so training resumes).
+        train_set : DynamicItemDataset or DataLoader
+            Training segments (see :mod:`amser_sb.pipeline`).
+        valid_set : DynamicItemDataset or DataLoader, optional
+            Validation segments.
+        **kwargs : dict
+            Passed to ``sb.Brain.fit`` (loader options, progressbar).
+        """
+        self.class_weights = self._compute_class_weights(train_set)
+        super().fit(epoch_counter, train_set, valid_set, **kwargs)
+
+    def _compute_class_weights(self, train_set):
+        """Class weights from the ``class_weights`` hparam.
+
+        Arguments
+        ---------
+        train_set : DynamicItemDataset or DataLoader
+            For ``balanced``: whose ``soft`` targets are counted.
+
+        Returns
+        -------
+        torch.Tensor or None
+            ``[n_classes]`` weights on the Brain's device.
+        """
+        setting = self._hparam("class_weights")
+        if setting is None:
+            return None
+        if isinstance(setting, str):
+            if setting != "balanced":
+                raise ValueError(
+                    f"class_weights must be null, 'balanced' or a list, "
+                    f"got {setting!r}"
+                )
+            dataset = getattr(train_set, "dataset", train_set)
+            targets = torch.tensor(
+                [dataset.data[key]["soft"] for key in dataset.data_ids]
+            )
+            targets = targets / targets.sum(dim=1, keepdim=True)
+            weights = balanced_class_weights(targets)
+        else:
+            weights = torch.tensor([float(w) for w in setting])
+        if weights.numel() != len(self.labels):
+            raise ValueError(
+                f"class_weights has {weights.numel()} values for "
+                f"{len(self.labels)} classes {self.labels}"
+            )
+        logger.info(
+            "class weights: %s",
+            {lab: round(float(w), 3) for lab, w in zip(self.labels, weights)},
+        )
+        return weights.to(self.device)
+
+    def on_fit_start(self):
+        """Loads stage-1 weights and freezes AM-ResNet if asked, then
+        builds the optimiser and resumes from the latest checkpoint (the
+        latter two as ``sb.Brain.on_fit_start``).
+
+        A resumed run's checkpoint, when there is one, overrides the
+        stage-1 weights.
+        """
+        self.load_stage1()
+        self._freeze_am_resnet()
+        super().on_fit_start()
+
+    def init_optimizers(self):
+        """Builds one optimiser with up to two parameter groups.
+
+        Group ``model``: every trainable parameter outside the wav2vec2
+        backbone, at the optimiser's ``lr``. Group ``wav2vec2`` (only when
+        the backbone is fine-tuned): the backbone's trainable weights at
+        ``lr_wav2vec2``. Learned layer weights of the wav2vec2 branch, which
+        live outside the backbone, belong to ``model``.
+        """
+        if self.opt_class is None:
+            logger.info("no opt_class: skipping optimiser initialisation")
+            return
+        backbone = self.ssl_backbone
+        if backbone is not None:
+            backbone = getattr(backbone, "lobe", backbone)
+            backbone_ids = {id(p) for p in backbone.parameters()}
+        else:
+            backbone_ids = set()
+        model_params = [
+            p
+            for p in self.modules.parameters()
+            if p.requires_grad and id(p) not in backbone_ids
+        ]
+        groups = [{"params": model_params, "name": "model"}]
+        if backbone is not None:
+            ssl_params = [p for p in backbone.parameters() if p.requires_grad]
+            if ssl_params:
+                groups.append(
+                    {
+                        "params": ssl_params,
+                        "lr": self._hparam("lr_wav2vec2", 1e-5),
+                        "name": "wav2vec2",
+                    }
+                )
+        self.optimizer = self.opt_class(groups)
+        self.optimizers_dict = {"opt_class": self.optimizer}
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("optimizer", self.optimizer)
+
+    def compute_forward(self, batch, stage):
+        """Runs the model on a batch of segments.
+
+        Arguments
+        ---------
+        batch : PaddedBatch
+            Holds ``sig`` (``[batch, time]`` and relative lengths), ``mask``
+            (``[batch, time]`` voiced 0/1), and for the feature cache
+            ``wav``, ``seg_start``, ``seg_stop``.
+        stage : sb.Stage
+            One of sb.Stage.TRAIN, sb.Stage.VALID, or sb.Stage.TEST.
+
+        Returns
+        -------
+        predictions : torch.Tensor
+            ``[batch, 1, n_classes]`` log-probabilities.
+        """
+        batch = batch.to(self.device)
+        wavs, wav_lens = batch.sig
+        mask, _ = batch.mask
+        if stage == sb.Stage.TRAIN:
+            self._freeze_am_resnet()
+        ssl_feats = ssl_lens = None
+        if self.feature_cache is not None:
+            samples = torch.round(wav_lens * wavs.shape[1]).long().tolist()
+            ssl_feats, ssl_lens = self.feature_cache.features(
+                [wav[:n] for wav, n in zip(wavs, samples)],
+                batch.wav,
+                batch.seg_start.tolist(),
+                batch.seg_stop.tolist(),
+            )
+        embeddings = self.modules.embedding_model(
+            wavs, wav_lens, mask=mask, ssl_feats=ssl_feats, ssl_lens=ssl_lens
+        )
+        outputs = self.modules.classifier(embeddings)
+        if getattr(self.modules.classifier, "output", None) == "prob":
+            return torch.log(outputs.clamp(min=1e-12))
+        # log_softmax is idempotent on log-probabilities, so a classifier
+        # emitting logits or log-probabilities gives the same result.
+        return torch.log_softmax(outputs, dim=-1)
+
+    def compute_objectives(self, predictions, batch, stage):
+        """Soft-target cross-entropy; collects posteriors at valid/test.
+
+        Arguments
+        ---------
+        predictions : torch.Tensor
+            ``[batch, 1, n_classes]`` log-probabilities from
+            ``compute_forward``.
+        batch : PaddedBatch
+            Holds ``soft_target`` (``[batch, n_classes]``), ``emo_encoded``
+            (``[batch]``) and ``utt_id``.
+        stage : sb.Stage
+            One of sb.Stage.TRAIN, sb.Stage.VALID, or sb.Stage.TEST.
+
+        Returns
+        -------
+        loss : torch.Tensor
+            A one-element tensor used for backpropagating the gradient.
+        """
+        targets, _ = batch.soft_target
+        loss = soft_target_cross_entropy(
+            predictions,
+            targets.to(predictions.device),
+            class_weights=self.class_weights,
+            label_smoothing=self._hparam("label_smoothing", 0.0),
+        )
+        if stage != sb.Stage.TRAIN:
+            self.stats.append(
+                batch.utt_id, predictions.detach().exp(), batch.emo_encoded
+            )
+        return loss
+
+    def on_stage_start(self, stage, epoch=None):
+        """Gets called at the beginning of each stage.
+
+        Arguments
+        ---------
+        stage : sb.Stage
+            One of sb.Stage.TRAIN, sb.Stage.VALID, or sb.Stage.TEST.
+        epoch : int
+            The currently-starting epoch. This is passed
+            `None` during the test stage.
+        """
+        self._stage_start = time.time()
+        if self.feature_cache is not None:
+            self.feature_cache.reset_stats()
+        if stage != sb.Stage.TRAIN:
+            self.stats = ClassificationStats(self.labels)
+
+    def _cache_stats(self):
+        """Feature-cache counters of the stage, for the log."""
+        if self.feature_cache is None:
+            return {}
+        return {
+            "cache_hits": self.feature_cache.hits,
+            "cache_misses": self.feature_cache.misses,
+        }
+
+    def _anneal_lr(self, epoch):
+        """Steps ``lr_annealing`` and scales every parameter group by the
+        same factor (so ``lr_wav2vec2`` follows the main schedule).
+
+        Arguments
+        ---------
+        epoch : int
+            The epoch that just ended.
+
+        Returns
+        -------
+        float
+            The learning rate of the ``model`` group during that epoch.
+        """
+        current = self.optimizer.param_groups[0]["lr"]
+        annealing = self._hparam("lr_annealing")
+        if annealing is None:
+            return current
+        old_lr, new_lr = annealing(epoch)
+        if old_lr > 0 and new_lr != old_lr:
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["lr"] * new_lr / old_lr
+        return old_lr
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Gets called at the end of each stage: logs, anneals the learning
+        rate, checkpoints (keeping the best valid UA) and writes metrics.
+
+        Arguments
+        ---------
+        stage : sb.Stage
+            One of sb.Stage.TRAIN, sb.Stage.VALID, sb.Stage.TEST
+        stage_loss : float
+            The average loss for all of the data processed in this stage.
+        epoch : int
+            The currently-starting epoch. This is passed
+            `None` during the test stage.
+        """
+        seconds = round(time.time() - self._stage_start, 2)
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = {"loss": stage_loss, "seconds": seconds}
+            self.train_stats.update(self._cache_stats())
+            return
+
+        summary = self.stats.summarize()
+        stats = {
+            "loss": stage_loss,
+            "WA": round(summary["WA"], 2),
+            "UA": round(summary["UA"], 2),
+            "macro_F1": round(summary["macro_F1"], 2),
+        }
+        stats.update(
+            {f"recall_{k}": round(v, 2) for k, v in summary["recall"].items()}
+        )
+        stats["seconds"] = seconds
+        stats.update(self._cache_stats())
+        metrics_folder = os.path.join(self.hparams.output_folder, "metrics")
+        os.makedirs(metrics_folder, exist_ok=True)
+
+        if stage == sb.Stage.VALID:
+            lr = self._anneal_lr(epoch)
+            self.hparams.train_logger.log_stats(
+                {"epoch": epoch, "lr": lr},
+                train_stats=getattr(self, "train_stats", None),
+                valid_stats=stats,
+            )
+            if self._hparam("save_valid_confusion", True):
+                self.stats.write(
+                    os.path.join(metrics_folder, f"valid_epoch{epoch}"),
+                    title=f"valid, epoch {epoch}",
+                )
+            self.checkpointer.save_and_keep_only(
+                meta={"UA": stats["UA"], "WA": stats["WA"], "epoch": epoch},
+                max_keys=["UA"],
+            )
+
+        if stage == sb.Stage.TEST:
+            counter = self._hparam("epoch_counter")
+            loaded = counter.current if counter is not None else None
+            self.hparams.train_logger.log_stats(
+                {"epoch loaded": loaded}, test_stats=stats
+            )
+            self.test_summary = self.stats.write(
+                os.path.join(self.hparams.output_folder, "test"),
+                title="test",
+                extra={"epoch": loaded, "loss": stage_loss},
+            )

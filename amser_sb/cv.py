@@ -1,0 +1,519 @@
+"""Cross-validation: train and test every fold, then tabulate the results.
+
+One command runs a whole protocol (10 folds leave-one-speaker-out, or 5
+leave-one-session-out)::
+
+    amser-sb cv hparams/am_resnet_w2v2.yaml --data_folder=/data/IEMOCAP \
+        --protocol speaker
+    # or, in recipes/IEMOCAP/emotion_recognition:  python cv.py <same>
+
+Each fold is the recipe's ``train.py`` run with ``--fold=<k>``
+(:func:`run_fold`): prepare the data (once; idempotent), train with
+model selection on the fold's validation set (never its test
+speaker/session), test the best checkpoint. A fold whose
+``test_metrics.json`` exists is finished and is not rerun (delete its
+folder to redo it); an interrupted fold resumes from its last checkpoint.
+Finally ``results.md`` and ``results.json`` are written to
+``<output_root>/<protocol>``: WA, UA, macro-F1 and per-class recall of each
+fold and their mean ± sample standard deviation, the shape of the paper's
+Table 5.
+
+Authors
+ * amser-sb contributors 2026
+"""
+
+import argparse
+import csv
+import gc
+import json
+import logging
+import math
+import os
+import re
+import sys
+
+import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml, resolve_references
+
+from amser_sb.brain import AMSERBrain
+from amser_sb.data.iemocap import prepare_iemocap
+from amser_sb.metrics import _json_safe
+from amser_sb.pipeline import dataio_prep
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "RecipeError",
+    "load_hparams",
+    "prepare_kwargs",
+    "prepare_data",
+    "run_fold",
+    "fold_numbers",
+    "summarize_folds",
+    "write_results",
+    "main",
+]
+
+#: File whose presence marks a finished fold.
+DONE_FILE = "test_metrics.json"
+
+
+class RecipeError(ValueError):
+    """A recipe configuration that cannot run, with the fix in the text."""
+
+
+def _hparam_text(hparams_file, overrides, key):
+    """The resolved text of one top-level key, without building objects."""
+    try:
+        with open(hparams_file) as handle:
+            resolved = resolve_references(handle, overrides).getvalue()
+    except Exception:  # only used to improve an error message
+        return None
+    match = re.search(rf"^{key}:\s*(.*)$", resolved, flags=re.MULTILINE)
+    return match.group(1).strip() if match else None
+
+
+def load_hparams(hparams_file, overrides=None, check_data=True):
+    """Loads recipe hparams, turning common mistakes into clear errors.
+
+    Arguments
+    ---------
+    hparams_file : str
+        HyperPyYAML file, e.g. ``hparams/am_resnet_w2v2.yaml``.
+    overrides : str or dict, optional
+        ``key: value`` overrides (SpeechBrain's ``parse_arguments`` gives a
+        YAML string).
+    check_data : bool
+        Require ``data_folder`` to exist (unless ``skip_prep``).
+
+    Returns
+    -------
+    dict
+        The loaded hparams (objects built).
+
+    Raises
+    ------
+    RecipeError
+        For a missing file, an unknown override, an unset ``data_folder``,
+        a missing data folder, or a ``wav2vec2_hub`` that cannot be loaded.
+    """
+    if not os.path.isfile(hparams_file):
+        raise RecipeError(f"hparams file {hparams_file} does not exist")
+    overrides = overrides or {}
+    try:
+        with open(hparams_file) as handle:
+            hparams = load_hyperpyyaml(handle, overrides)
+    except KeyError as err:
+        text = str(err.args[0]) if err.args else str(err)
+        if text.startswith("Override"):
+            with open(hparams_file) as handle:
+                known = re.findall(r"^(\w+):", handle.read(), re.MULTILINE)
+            raise RecipeError(
+                f"unknown hparam override: {text}. {hparams_file} defines: "
+                f"{', '.join(k for k in known if not k.startswith('__'))}"
+            ) from err
+        raise
+    except ValueError as err:
+        match = re.match(r"'(\w+)' is a !PLACEHOLDER", str(err))
+        if match:
+            raise RecipeError(
+                f"{match.group(1)} is not set: pass "
+                f"--{match.group(1)}=<path> (for data_folder, the "
+                "IEMOCAP_full_release folder holding Session1..Session5)"
+            ) from err
+        raise
+    except OSError as err:
+        hub = _hparam_text(hparams_file, overrides, "wav2vec2_hub")
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "")
+        raise RecipeError(
+            f"cannot load wav2vec2_hub={hub!r}: {err}\n"
+            + ("HF_HUB_OFFLINE is set, so nothing is downloaded. " if offline
+               else "")
+            + "Pass --wav2vec2_hub=<local folder> holding config.json, the "
+            "weights and preprocessor_config.json (e.g. one written by "
+            "amser_sb.lobes.build_random_wav2vec2 or snapshot_download), "
+            "or a hub id that is cached or downloadable."
+        ) from err
+    if check_data and not hparams.get("skip_prep", False):
+        folder = hparams["data_folder"]
+        if not os.path.isdir(folder):
+            raise RecipeError(
+                f"data_folder {folder} does not exist: pass "
+                "--data_folder=<IEMOCAP_full_release folder> (holding "
+                "Session1..Session5)"
+            )
+    return hparams
+
+
+def prepare_kwargs(hparams):
+    """Arguments of ``prepare_iemocap`` from the recipe hparams.
+
+    Arguments
+    ---------
+    hparams : dict
+        Loaded recipe hparams.
+
+    Returns
+    -------
+    dict
+        Keyword arguments of :func:`amser_sb.data.iemocap.prepare_iemocap`.
+    """
+    return {
+        "data_folder": hparams["data_folder"],
+        "save_folder": hparams["manifest_folder"],
+        "protocol": hparams["protocol"],
+        "use_ambiguous": hparams["use_ambiguous"],
+        "ambiguous_min_mass": hparams["ambiguous_min_mass"],
+        "madd_window": hparams["madd_window"],
+        "madd_factor": hparams["madd_factor"],
+        "seed": hparams["prepare_seed"],
+        "sessions": hparams["prepare_sessions"],
+        "num_workers": hparams["prepare_num_workers"],
+    }
+
+
+def prepare_data(hparams):
+    """Runs the IEMOCAP preparation on the main process (idempotent).
+
+    Arguments
+    ---------
+    hparams : dict
+        Loaded recipe hparams.
+    """
+    if hparams.get("skip_prep", False):
+        return
+    sb.utils.distributed.run_on_main(
+        prepare_iemocap, kwargs=prepare_kwargs(hparams)
+    )
+
+
+def run_fold(hparams_file, run_opts=None, overrides=None):
+    """Trains and tests one fold: what the recipe's ``train.py`` does.
+
+    Arguments
+    ---------
+    hparams_file : str
+        Recipe hparams file.
+    run_opts : dict, optional
+        SpeechBrain run options (``--device``, ``--debug`` ...).
+    overrides : str, optional
+        YAML overrides (``fold``, ``protocol``, ...).
+
+    Returns
+    -------
+    dict
+        Test summary (:meth:`amser_sb.metrics.ClassificationStats.summarize`
+        plus ``epoch``).
+    """
+    hparams = load_hparams(hparams_file, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    prepare_data(hparams)
+    datasets = dataio_prep(hparams)
+    brain = AMSERBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.fit(
+        brain.hparams.epoch_counter,
+        datasets["train"],
+        datasets["valid"],
+        train_loader_kwargs=hparams["train_dataloader_options"],
+        valid_loader_kwargs=hparams["eval_dataloader_options"],
+    )
+    brain.evaluate(
+        datasets["test"],
+        max_key="UA",
+        test_loader_kwargs=hparams["eval_dataloader_options"],
+    )
+    return brain.test_summary
+
+
+def fold_numbers(manifest_folder, protocol):
+    """The folds the preparation wrote for a protocol.
+
+    Arguments
+    ---------
+    manifest_folder : str
+        The preparation's save folder.
+    protocol : str
+        Protocol sub-folder (``speaker``, ``session`` ...).
+
+    Returns
+    -------
+    list of int
+        Sorted fold numbers.
+    """
+    folder = os.path.join(manifest_folder, protocol)
+    if not os.path.isdir(folder):
+        raise RecipeError(
+            f"no folds in {folder}: the data preparation did not write "
+            f"protocol {protocol!r}"
+        )
+    numbers = []
+    for name in os.listdir(folder):
+        match = re.fullmatch(r"fold_(\d+)", name)
+        if match and os.path.isdir(os.path.join(folder, name)):
+            numbers.append(int(match.group(1)))
+    return sorted(numbers)
+
+
+def _test_groups(manifest_folder, protocol, fold):
+    """Speakers (or sessions) in a fold's test manifest, joined by '+'."""
+    path = os.path.join(manifest_folder, protocol, f"fold_{fold}", "test.csv")
+    column = "session" if protocol == "session" else "spk_id"
+    try:
+        with open(path, newline="") as handle:
+            values = sorted({row[column] for row in csv.DictReader(handle)})
+    except (OSError, KeyError):
+        return ""
+    return "+".join(values)
+
+
+def _mean_std(values):
+    """Mean and sample standard deviation (n - 1) of the finite values."""
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, math.nan
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(var)
+
+
+def summarize_folds(per_fold):
+    """Mean ± std over folds.
+
+    Arguments
+    ---------
+    per_fold : list of dict
+        Each with ``WA``, ``UA``, ``macro_F1`` and ``recall`` (class ->
+        value).
+
+    Returns
+    -------
+    dict
+        ``{"WA": {"mean", "std"}, "UA": ..., "macro_F1": ..., "recall":
+        {class: {"mean", "std"}}}``.
+
+    Example
+    -------
+    >>> out = summarize_folds([
+    ...     {"WA": 60.0, "UA": 50.0, "macro_F1": 40.0, "recall": {"a": 1.0}},
+    ...     {"WA": 70.0, "UA": 60.0, "macro_F1": 50.0, "recall": {"a": 3.0}},
+    ... ])
+    >>> out["WA"]["mean"], round(out["WA"]["std"], 4), out["recall"]["a"]
+    (65.0, 7.0711, {'mean': 2.0, 'std': 1.4142135623730951})
+    """
+    summary = {}
+    for key in ("WA", "UA", "macro_F1"):
+        mean, std = _mean_std([fold.get(key) for fold in per_fold])
+        summary[key] = {"mean": mean, "std": std}
+    labels = []
+    for fold in per_fold:
+        for label in fold.get("recall", {}):
+            if label not in labels:
+                labels.append(label)
+    summary["recall"] = {}
+    for label in labels:
+        mean, std = _mean_std(
+            [fold.get("recall", {}).get(label) for fold in per_fold]
+        )
+        summary["recall"][label] = {"mean": mean, "std": std}
+    return summary
+
+
+def _fmt(value, digits=2):
+    """A number for the Markdown table ('-' for missing)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def write_results(folder, per_fold, title, protocol):
+    """Writes ``results.md`` and ``results.json`` (paper's Table 5 shape).
+
+    Arguments
+    ---------
+    folder : str
+        Output folder (``<output_root>/<protocol>``).
+    per_fold : list of dict
+        One dict per fold: ``fold``, ``test_groups``, ``WA``, ``UA``,
+        ``macro_F1``, ``recall``, ``n_utterances``, ``epoch``.
+    title : str
+        Heading of the Markdown file (e.g. the experiment name).
+    protocol : str
+        Protocol name, for the heading.
+
+    Returns
+    -------
+    dict
+        What was written to ``results.json``.
+    """
+    summary = summarize_folds(per_fold)
+    labels = list(summary["recall"])
+    unit = "session" if protocol == "session" else "speaker"
+    head = ["Fold", f"Test {unit}", "Utts", "WA (%)", "UA (%)", "F1 (%)"]
+    head += [f"{label} recall (%)" for label in labels] + ["Best epoch"]
+    lines = [
+        f"# {title}: {len(per_fold)} folds, leave-one-{unit}-out",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for fold in per_fold:
+        cells = [
+            str(fold["fold"]),
+            fold.get("test_groups", ""),
+            str(fold.get("n_utterances", "")),
+            _fmt(fold.get("WA")),
+            _fmt(fold.get("UA")),
+            _fmt(fold.get("macro_F1")),
+        ]
+        cells += [_fmt(fold.get("recall", {}).get(lab)) for lab in labels]
+        cells.append(str(fold.get("epoch", "")))
+        lines.append("| " + " | ".join(cells) + " |")
+
+    def pm(entry):
+        return f"{_fmt(entry['mean'])} ± {_fmt(entry['std'])}"
+
+    cells = ["**Mean ± std**", "", ""]
+    cells += [pm(summary[key]) for key in ("WA", "UA", "macro_F1")]
+    cells += [pm(summary["recall"][lab]) for lab in labels] + [""]
+    lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "WA: accuracy; UA: mean per-class recall; F1: macro-F1; per "
+        "utterance (segment posteriors averaged), on the test "
+        f"{unit}'s clear utterances, with the checkpoint of best validation "
+        "UA. std: sample standard deviation over folds.",
+        "",
+    ]
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "results.md"), "w") as handle:
+        handle.write("\n".join(lines))
+    result = {
+        "title": title,
+        "protocol": protocol,
+        "folds": per_fold,
+        "mean_std": summary,
+    }
+    with open(os.path.join(folder, "results.json"), "w") as handle:
+        json.dump(_json_safe(result), handle, indent=2)
+    return result
+
+
+def _parse_folds(text, available):
+    """``"1,3-5"`` -> [1, 3, 4, 5]; ``"all"``/None -> every fold."""
+    if text in (None, "", "all"):
+        return list(available)
+    wanted = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if "-" in part:
+            low, high = part.split("-")
+            wanted.extend(range(int(low), int(high) + 1))
+        elif part:
+            wanted.append(int(part))
+    missing = sorted(set(wanted) - set(available))
+    if missing:
+        raise RecipeError(
+            f"folds {missing} do not exist; the protocol has folds "
+            f"{available}"
+        )
+    return wanted
+
+
+def main(argv=None):
+    """Runs (or resumes) every fold of a protocol and writes the results.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        ``hparams_file [--protocol P] [--folds 1,2|all] [--key=value ...]``
+        plus SpeechBrain's run options (``--device``, ``--debug``, ...);
+        defaults to ``sys.argv[1:]``.
+
+    Returns
+    -------
+    dict
+        The content of ``results.json``.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="amser-sb cv",
+        description="Train and test every fold of a protocol; write "
+        "results.md and results.json.",
+    )
+    parser.add_argument("--protocol", default=None,
+                        help="speaker (10 folds) or session (5 folds); "
+                        "default: the hparams file's")
+    parser.add_argument("--folds", default="all",
+                        help="folds to run, e.g. '1,2' or '1-5' (default all)")
+    own, rest = parser.parse_known_args(argv)
+    if any(arg.split("=")[0] == "--fold" for arg in rest):
+        raise SystemExit(
+            "error: cv runs every fold; choose them with --folds, not --fold"
+        )
+    hparams_file, run_opts, overrides = sb.parse_arguments(rest)
+    overrides = overrides or ""
+    if own.protocol:
+        overrides += f"\nprotocol: {own.protocol}"
+    try:
+        # Prepare once (fold 1's hparams name the shared manifest folder).
+        hparams = load_hparams(hparams_file, overrides)
+        prepare_data(hparams)
+        manifest_folder = hparams["manifest_folder"]
+        protocol = hparams["protocol"]
+        title = hparams.get("experiment_name", os.path.basename(hparams_file))
+        results_folder = os.path.dirname(hparams["output_folder"])
+        available = fold_numbers(manifest_folder, protocol)
+        folds = _parse_folds(own.folds, available)
+        del hparams
+        gc.collect()
+
+        per_fold = []
+        for fold in folds:
+            fold_overrides = overrides + f"\nfold: {fold}"
+            done = os.path.join(results_folder, f"fold_{fold}", DONE_FILE)
+            if os.path.isfile(done):
+                logger.info("fold %d already finished (%s): kept", fold, done)
+                with open(done) as handle:
+                    summary = json.load(handle)
+            else:
+                logger.info("fold %d of %s: training", fold, folds)
+                summary = run_fold(hparams_file, run_opts, fold_overrides)
+                gc.collect()
+            if summary is None:  # only the main process writes results
+                continue
+            per_fold.append(
+                {
+                    "fold": fold,
+                    "test_groups": _test_groups(
+                        manifest_folder, protocol, fold
+                    ),
+                    "n_utterances": summary.get("n_utterances"),
+                    "WA": summary.get("WA"),
+                    "UA": summary.get("UA"),
+                    "macro_F1": summary.get("macro_F1"),
+                    "recall": summary.get("recall", {}),
+                    "epoch": summary.get("epoch"),
+                }
+            )
+    except RecipeError as err:
+        raise SystemExit(f"error: {err}") from err
+    result = write_results(results_folder, per_fold, title, protocol)
+    logger.info("results written to %s", results_folder)
+    print(open(os.path.join(results_folder, "results.md")).read())
+    return result
+
+
+if __name__ == "__main__":
+    main()

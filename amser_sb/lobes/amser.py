@@ -1,0 +1,183 @@
+"""AMSER: the embedding model of Li & Zhang (2025), with its ablations.
+
+``AMSER`` runs the AM-ResNet branch and the wav2vec2 branch on the same
+raw waveforms and fuses them into one utterance vector ``[batch, 1, D]``,
+the shape SpeechBrain's ``EncoderClassifier`` expects from its
+``embedding_model`` (``classify_batch`` then applies ``classifier`` and
+squeezes dimension 1). In an inference hparams file the waveform goes in
+unchanged: ``compute_features: !new:torch.nn.Identity`` and
+``mean_var_norm: !new:speechbrain.nnet.containers.LengthsCapableSequential``
+holding a ``torch.nn.Identity`` (``encode_batch`` calls it with lengths).
+
+Every row of the paper's ablation table is a configuration:
+
+* ResNet: ``mode="am_resnet"`` with
+  ``AMResNet(use_mask=False, use_attention=False)``;
+* M-ResNet: ``mode="am_resnet"`` with ``AMResNet(use_attention=False)``;
+* AM-ResNet: ``mode="am_resnet"`` with ``AMResNet()``;
+* AM-ResNet + wav2vec2, concatenation: ``mode="concat"``;
+* AM-ResNet + wav2vec2 + cross-attention: ``mode="fusion"`` (default);
+* and the SpeechBrain IEMOCAP recipe's baseline, mean-pooled wav2vec2:
+  ``mode="wav2vec2"``.
+
+Authors
+ * amser-sb contributors
+"""
+
+import torch
+
+from amser_sb.lobes.fusion import ConcatFusion, masked_mean
+
+MODES = ("fusion", "concat", "am_resnet", "wav2vec2")
+
+
+class AMSER(torch.nn.Module):
+    """AM-ResNet + wav2vec2 cross-feature fusion embedding model.
+
+    Arguments
+    ---------
+    wav2vec2 : SSLBackbone, optional
+        The wav2vec2 branch (``amser_sb.lobes.SSLBackbone``); not needed in
+        ``"am_resnet"`` mode.
+    am_resnet : AMResNet, optional
+        The waveform branch; not needed in ``"wav2vec2"`` mode.
+    fusion : torch.nn.Module, optional
+        ``CrossAttentionFusion`` (``"fusion"`` mode); in ``"concat"`` mode
+        a ``ConcatFusion`` is built when None.
+    mode : str
+        ``"fusion"`` (default), ``"concat"``, ``"am_resnet"`` or
+        ``"wav2vec2"`` (the last two mean-pool one branch over its valid
+        frames).
+
+    Example
+    -------
+    >>> from amser_sb.lobes import (
+    ...     AMResNet, CrossAttentionFusion, SSLBackbone, build_random_wav2vec2
+    ... )
+    >>> tmp = getfixture("tmp_path")
+    >>> ssl = SSLBackbone(build_random_wav2vec2(tmp / "w2v"), str(tmp))
+    >>> am = AMResNet()
+    >>> fusion = CrossAttentionFusion(am.out_dim, ssl.out_dim)
+    >>> model = AMSER(ssl, am, fusion).eval()
+    >>> wavs = 0.1 * torch.randn(2, 16000)
+    >>> model(wavs, torch.tensor([1.0, 0.75])).shape, model.out_dim
+    (torch.Size([2, 1, 512]), 512)
+    >>> AMSER(am_resnet=am, mode="am_resnet").eval()(wavs).shape
+    torch.Size([2, 1, 64])
+    """
+
+    def __init__(
+        self, wav2vec2=None, am_resnet=None, fusion=None, mode="fusion"
+    ):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        needs_ssl = mode != "am_resnet"
+        needs_am = mode != "wav2vec2"
+        if needs_ssl and wav2vec2 is None:
+            raise ValueError(f"mode {mode!r} needs a wav2vec2 branch")
+        if needs_am and am_resnet is None:
+            raise ValueError(f"mode {mode!r} needs an am_resnet branch")
+        if mode == "concat" and fusion is None:
+            fusion = ConcatFusion(am_resnet.out_dim, wav2vec2.out_dim)
+        if mode in ("fusion", "concat") and fusion is None:
+            raise ValueError(
+                "mode 'fusion' needs a fusion module, e.g. "
+                "CrossAttentionFusion(am_dim, w2v_dim)"
+            )
+        if mode in ("am_resnet", "wav2vec2"):
+            fusion = None
+        self.mode = mode
+        self.wav2vec2 = wav2vec2 if needs_ssl else None
+        self.am_resnet = am_resnet if needs_am else None
+        self.fusion = fusion
+        if fusion is not None:
+            self.out_dim = fusion.out_dim
+        elif mode == "am_resnet":
+            self.out_dim = am_resnet.out_dim
+        else:
+            self.out_dim = wav2vec2.out_dim
+
+    def ssl_features(self, wavs, wav_lens, ssl_feats=None, ssl_lens=None):
+        """wav2vec2 features, from the waveforms or from cached outputs.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, time]`` waveforms.
+        wav_lens : torch.Tensor
+            ``[batch]`` relative lengths.
+        ssl_feats : torch.Tensor, optional
+            Precomputed ``SSLBackbone.extract`` output, ``[batch, frames,
+            feat]`` (or ``[batch, layers, frames, feat]`` with layer
+            weights).
+        ssl_lens : torch.Tensor, optional
+            Their relative lengths; None derives them from ``wav_lens``.
+
+        Returns
+        -------
+        feats : torch.Tensor
+            ``[batch, frames, feat]``.
+        lens : torch.Tensor
+            ``[batch]`` relative lengths in frames.
+        """
+        if ssl_feats is None:
+            return self.wav2vec2(wavs, wav_lens)
+        if ssl_lens is None:
+            frames = ssl_feats.shape[-2]
+            if wavs is None:
+                ssl_lens = torch.ones(
+                    ssl_feats.shape[0], device=ssl_feats.device
+                )
+            else:
+                n = torch.round(wav_lens * wavs.shape[1]).long()
+                counts = self.wav2vec2.frame_counts(n).clamp(1, frames)
+                ssl_lens = counts.to(ssl_feats.dtype) / frames
+        return self.wav2vec2.combine(ssl_feats), ssl_lens
+
+    def forward(
+        self, wavs, wav_lens=None, mask=None, ssl_feats=None, ssl_lens=None
+    ):
+        """Utterance embeddings.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            Raw 16 kHz waveforms ``[batch, time]`` (may be None in
+            ``"wav2vec2"`` mode when ``ssl_feats`` is given).
+        wav_lens : torch.Tensor, optional
+            Relative lengths ``[batch]``; None means all full length.
+        mask : torch.Tensor, optional
+            Voiced 0/1 mask ``[batch, time]`` for AM-ResNet; None runs MADD.
+        ssl_feats : torch.Tensor, optional
+            Precomputed (cached) backbone outputs, see ``ssl_features``.
+        ssl_lens : torch.Tensor, optional
+            Relative lengths of ``ssl_feats``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, 1, out_dim]``.
+        """
+        if wavs is not None:
+            if wavs.dim() == 3 and wavs.shape[-1] == 1:
+                wavs = wavs.squeeze(-1)
+            if wavs.dim() != 2:
+                raise ValueError(
+                    f"AMSER expects waveforms [batch, time], got "
+                    f"{tuple(wavs.shape)} (mix multi-channel audio to mono)"
+                )
+            if wav_lens is None:
+                wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
+        elif self.mode != "wav2vec2" or ssl_feats is None:
+            raise ValueError(
+                "wavs may be None only in 'wav2vec2' mode with ssl_feats"
+            )
+        if self.mode == "am_resnet":
+            feats, lens = self.am_resnet(wavs, wav_lens, mask)
+            return masked_mean(feats, lens).unsqueeze(1)
+        w2v, w2v_lens = self.ssl_features(wavs, wav_lens, ssl_feats, ssl_lens)
+        if self.mode == "wav2vec2":
+            return masked_mean(w2v, w2v_lens).unsqueeze(1)
+        am, am_lens = self.am_resnet(wavs, wav_lens, mask)
+        return self.fusion(am, am_lens, w2v, w2v_lens).unsqueeze(1)

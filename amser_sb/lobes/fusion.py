@@ -1,0 +1,265 @@
+"""Cross-attention fusion of AM-ResNet and wav2vec2 features.
+
+Li & Zhang (2025, Sec. 2.5): the wav2vec2 sequence is average-pooled to the
+AM-ResNet length; each stream attends to the other,
+``softmax(Q_w K_a^T / sqrt(d)) V_a`` and ``softmax(Q_a K_w^T / sqrt(d)) V_w``;
+each stream is concatenated with what it received, then layer norm and a
+feed-forward layer with a residual; both streams are average-pooled and
+concatenated (one linear layer then gives the classes, see
+``EmotionClassifier``).
+
+What the paper does not state, and is chosen here (all hparams):
+
+* both streams are first projected to a common ``d_model=128`` by a linear
+  layer (the paper's ``Q``/``K``/``V`` need a common width);
+* multi-head attention with ``n_heads=4``, one layer, key padding masks so
+  no query attends to padding; dropout 0.1;
+* the block per stream is ``z = LayerNorm([x ; received])``,
+  ``y = z + FFN(z)`` with ``FFN = Linear(2d, ffn_dim=256) -> ReLU ->
+  Dropout -> Linear(ffn_dim, 2d)``;
+* pooling is a mean over each utterance's valid frames (padding excluded),
+  so the embedding has ``4 * d_model = 512`` dimensions;
+* "average-pooled to the AM-ResNet length" is done per utterance from its
+  own valid wav2vec2 frames to its own valid AM-ResNet frames (the
+  windows of ``adaptive_avg_pool1d``), so padding never enters the pooling.
+
+``ConcatFusion`` is the paper's concatenation ablation: mean-pool each
+stream, concatenate.
+
+Authors
+ * amser-sb contributors
+"""
+
+import torch
+from speechbrain.dataio.dataio import length_to_mask
+
+
+def _abs_lengths(lens, time):
+    """Relative lengths ``[batch]`` to valid frame counts (at least 1)."""
+    return torch.round(lens.float() * time).long().clamp(1, time)
+
+
+def masked_mean(x, lengths=None):
+    """Mean over each sequence's valid frames.
+
+    Arguments
+    ---------
+    x : torch.Tensor
+        ``[batch, time, feat]``.
+    lengths : torch.Tensor, optional
+        Relative lengths ``[batch]``; None means all full length.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, feat]``.
+
+    Example
+    -------
+    >>> x = torch.tensor([[[1.0], [3.0], [100.0]], [[1.0], [2.0], [3.0]]])
+    >>> masked_mean(x, torch.tensor([2 / 3, 1.0]))
+    tensor([[2.],
+            [2.]])
+    """
+    batch, time, _ = x.shape
+    if lengths is None:
+        return x.mean(dim=1)
+    n = _abs_lengths(lengths, time)
+    valid = length_to_mask(n, time, dtype=x.dtype, device=x.device)
+    total = torch.einsum("bt,btc->bc", valid, x)
+    return total / n.to(x.dtype).unsqueeze(1)
+
+
+def resample_to_length(x, src_lengths, dst_lengths, dst_time):
+    """Average-pool each sequence from its own length to a target length.
+
+    Frame ``j`` of a sequence with ``n`` source and ``m`` target frames is
+    the mean of source frames ``floor(j n / m)`` to ``ceil((j + 1) n / m)``
+    (exclusive), the windows of ``torch.nn.functional.adaptive_avg_pool1d``;
+    target frames past ``m`` are 0.
+
+    Arguments
+    ---------
+    x : torch.Tensor
+        ``[batch, time, feat]``.
+    src_lengths : torch.Tensor
+        ``[batch]`` valid source frames (long).
+    dst_lengths : torch.Tensor
+        ``[batch]`` valid target frames (long).
+    dst_time : int
+        Padded target length.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, dst_time, feat]``.
+
+    Example
+    -------
+    >>> x = torch.arange(6.0).view(1, 6, 1)
+    >>> resample_to_length(x, torch.tensor([6]), torch.tensor([3]), 4)[0, :, 0]
+    tensor([0.5000, 2.5000, 4.5000, 0.0000])
+    """
+    src_time = x.shape[1]
+    device = x.device
+    j = torch.arange(dst_time, device=device).view(1, -1, 1)
+    k = torch.arange(src_time, device=device).view(1, 1, -1)
+    n = src_lengths.to(device).view(-1, 1, 1)
+    m = dst_lengths.to(device).view(-1, 1, 1)
+    start = torch.div(j * n, m, rounding_mode="floor")
+    end = torch.div((j + 1) * n + m - 1, m, rounding_mode="floor")
+    inside = (k >= start) & (k < end) & (j < m)
+    weights = inside.to(x.dtype) / (end - start).clamp(min=1).to(x.dtype)
+    return torch.bmm(weights, x)
+
+
+class CrossAttentionFusion(torch.nn.Module):
+    """Bidirectional cross-attention between AM-ResNet and wav2vec2 streams.
+
+    Arguments
+    ---------
+    am_dim : int
+        AM-ResNet feature size (``AMResNet.out_dim``).
+    w2v_dim : int
+        wav2vec2 feature size (``SSLBackbone.out_dim``; 768 for base).
+    d_model : int
+        Common width of both streams in the attention (default 128).
+    n_heads : int
+        Attention heads (default 4).
+    ffn_dim : int
+        Hidden size of each stream's feed-forward layer (default 256).
+    dropout : float
+        Dropout in attention and feed-forward layers (default 0.1).
+
+    Example
+    -------
+    >>> fusion = CrossAttentionFusion(am_dim=64, w2v_dim=32).eval()
+    >>> am, w2v = torch.randn(2, 51, 64), torch.randn(2, 49, 32)
+    >>> lens = torch.tensor([1.0, 0.5])
+    >>> fusion(am, lens, w2v, lens).shape, fusion.out_dim
+    (torch.Size([2, 512]), 512)
+    """
+
+    def __init__(
+        self,
+        am_dim=64,
+        w2v_dim=768,
+        d_model=128,
+        n_heads=4,
+        ffn_dim=256,
+        dropout=0.1,
+    ):
+        super().__init__()
+        self.proj_am = torch.nn.Linear(am_dim, d_model)
+        self.proj_w2v = torch.nn.Linear(w2v_dim, d_model)
+        self.w2v_from_am = torch.nn.MultiheadAttention(
+            d_model, n_heads, dropout=dropout, batch_first=True
+        )
+        self.am_from_w2v = torch.nn.MultiheadAttention(
+            d_model, n_heads, dropout=dropout, batch_first=True
+        )
+        self.norm_am = torch.nn.LayerNorm(2 * d_model)
+        self.norm_w2v = torch.nn.LayerNorm(2 * d_model)
+        self.ffn_am = self._ffn(2 * d_model, ffn_dim, dropout)
+        self.ffn_w2v = self._ffn(2 * d_model, ffn_dim, dropout)
+        self.out_dim = 4 * d_model
+
+    @staticmethod
+    def _ffn(dim, hidden, dropout):
+        """Feed-forward layer ``dim -> hidden -> dim``."""
+        return torch.nn.Sequential(
+            torch.nn.Linear(dim, hidden),
+            torch.nn.ReLU(),
+            torch.nn.Dropout(dropout),
+            torch.nn.Linear(hidden, dim),
+        )
+
+    def forward(self, am_feats, am_lens, w2v_feats, w2v_lens):
+        """Fuse the two streams into one utterance vector.
+
+        Arguments
+        ---------
+        am_feats : torch.Tensor
+            AM-ResNet features ``[batch, time_a, am_dim]``.
+        am_lens : torch.Tensor
+            Their relative lengths ``[batch]``.
+        w2v_feats : torch.Tensor
+            wav2vec2 features ``[batch, time_w, w2v_dim]``.
+        w2v_lens : torch.Tensor
+            Their relative lengths ``[batch]``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, 4 * d_model]``.
+        """
+        time = am_feats.shape[1]
+        n_am = _abs_lengths(am_lens, time)
+        n_w2v = _abs_lengths(w2v_lens, w2v_feats.shape[1])
+        w2v = resample_to_length(w2v_feats, n_w2v, n_am, time)
+        am = self.proj_am(am_feats)
+        w2v = self.proj_w2v(w2v)
+        padding = ~length_to_mask(n_am, time, device=am.device).bool()
+        w2v_got, _ = self.w2v_from_am(
+            w2v, am, am, key_padding_mask=padding, need_weights=False
+        )
+        am_got, _ = self.am_from_w2v(
+            am, w2v, w2v, key_padding_mask=padding, need_weights=False
+        )
+        am = self.norm_am(torch.cat([am, am_got], dim=-1))
+        am = am + self.ffn_am(am)
+        w2v = self.norm_w2v(torch.cat([w2v, w2v_got], dim=-1))
+        w2v = w2v + self.ffn_w2v(w2v)
+        lens = n_am.to(am.dtype) / time
+        return torch.cat([masked_mean(am, lens), masked_mean(w2v, lens)], -1)
+
+
+class ConcatFusion(torch.nn.Module):
+    """Concatenation baseline: mean-pool each stream, concatenate.
+
+    Arguments
+    ---------
+    am_dim : int, optional
+        AM-ResNet feature size (only to report ``out_dim``).
+    w2v_dim : int, optional
+        wav2vec2 feature size (only to report ``out_dim``).
+
+    Example
+    -------
+    >>> fusion = ConcatFusion(am_dim=64, w2v_dim=32)
+    >>> am, w2v = torch.randn(2, 51, 64), torch.randn(2, 49, 32)
+    >>> lens = torch.tensor([1.0, 0.5])
+    >>> fusion(am, lens, w2v, lens).shape, fusion.out_dim
+    (torch.Size([2, 96]), 96)
+    """
+
+    def __init__(self, am_dim=None, w2v_dim=None):
+        super().__init__()
+        if am_dim is not None and w2v_dim is not None:
+            self.out_dim = am_dim + w2v_dim
+        else:
+            self.out_dim = None
+
+    def forward(self, am_feats, am_lens, w2v_feats, w2v_lens):
+        """Pool and concatenate.
+
+        Arguments
+        ---------
+        am_feats : torch.Tensor
+            ``[batch, time_a, am_dim]``.
+        am_lens : torch.Tensor
+            ``[batch]`` relative lengths.
+        w2v_feats : torch.Tensor
+            ``[batch, time_w, w2v_dim]``.
+        w2v_lens : torch.Tensor
+            ``[batch]`` relative lengths.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, am_dim + w2v_dim]``.
+        """
+        return torch.cat(
+            [masked_mean(am_feats, am_lens), masked_mean(w2v_feats, w2v_lens)],
+            dim=-1,
+        )

@@ -1,0 +1,511 @@
+"""AM-ResNet: mask residual blocks and voiced/unvoiced attention on waveforms.
+
+Li & Zhang (2025, Sec. 2.2-2.3) build the waveform branch from
+pre-activation residual blocks, ``BN -> ReLU -> Conv1d(k=7, 64 channels)``
+twice, on the raw 16 kHz sample sequence. Beside the convolutions runs a
+*mask trunk*: the 0/1 sample mask (MADD silence detection and padding) goes
+through max-pooling layers with the kernel, stride and padding of each
+convolution and multiplies the BN output, so that BatchNorm's shift cannot
+turn silent or padded (zero) positions into non-zero values (their Fig. 4).
+An attention ``w = sigmoid(Conv1d(E))`` then gives one weight per time step
+and the "AM-ResNet features" are ``E * w``.
+
+What the paper does not state, and is chosen here (all hparams):
+
+* **Stem**: ``Conv1d(1, 64, k=10, stride=5)`` (no bias), the first layer
+  of wav2vec2's feature encoder; the mask trunk pools the sample mask with
+  the same geometry.
+* **Depth and strides**: six mask residual blocks with strides
+  ``(4, 1, 4, 1, 4, 1)`` (the stride sits in each block's first
+  convolution). Total stride 5 * 4 * 4 * 4 = 320 samples: 50 frames a
+  second, wav2vec2's frame rate, so the cross-attention pairs frames of
+  equal duration. About 360k parameters and ~0.13 GMAC (multiply-adds) a
+  second of audio, 2% of wav2vec2-base's ~6.7 GMAC; the receptive field of
+  an output frame is about 8200 samples (0.5 s).
+* **Padding**: every convolution pads ``kernel // 2`` on both sides; a
+  waveform of ``n`` samples gives ``floor(n / 5) + 1`` stem frames and
+  ``ceil(m / s)`` frames after a block of stride ``s``.
+* **Padding invariance**: the mask trunk's output is also multiplied by a
+  length mask (each layer's valid frame count, from the convolution
+  arithmetic), and every block's output is multiplied by its output mask.
+  So everything past an utterance's own last frame is exactly 0 at every
+  layer, just as zero padding is when the utterance runs alone, and (in
+  eval mode) a waveform's features over its valid frames do not depend on
+  what it was batched with.
+* **Shortcut**: identity when shape is kept, else a bias-free 1x1
+  convolution with the block's stride on the pre-activated input (He et al.,
+  2016, pre-activation ResNet).
+* **Head**: a final ``BN -> mask -> ReLU`` (as pre-activation networks end)
+  gives ``E``; the attention convolution has kernel 1 by default.
+* **Ablations**: ``use_mask=False`` is the paper's plain *ResNet*: no MADD,
+  the trunk carries only the padding mask. ``use_attention=False`` is
+  *M-ResNet*; both on is *AM-ResNet*.
+
+Authors
+ * amser-sb contributors
+"""
+
+import torch
+import torch.nn.functional as F
+from speechbrain.dataio.dataio import length_to_mask
+
+from amser_sb.silence import lengths_to_samples, madd
+
+
+def conv_output_length(lengths, kernel_size, stride, padding):
+    """Output frames of a 1-D convolution (or max-pooling) layer.
+
+    Arguments
+    ---------
+    lengths : torch.Tensor
+        Input lengths in frames (long), any shape.
+    kernel_size, stride, padding : int
+        The layer's geometry.
+
+    Returns
+    -------
+    torch.Tensor
+        ``floor((lengths + 2 * padding - kernel_size) / stride) + 1``.
+
+    Example
+    -------
+    >>> conv_output_length(torch.tensor([16000, 8000]), 10, 5, 5)
+    tensor([3201, 1601])
+    """
+    return (
+        torch.div(
+            lengths + 2 * padding - kernel_size, stride, rounding_mode="floor"
+        )
+        + 1
+    )
+
+
+class MaskedConv1d(torch.nn.Module):
+    """A bias-free ``Conv1d`` with its mask trunk (max-pooling of the mask).
+
+    Arguments
+    ---------
+    in_channels, out_channels : int
+        Channels.
+    kernel_size : int
+        Kernel size.
+    stride : int
+        Stride.
+
+    Example
+    -------
+    >>> conv = MaskedConv1d(1, 8, kernel_size=10, stride=5)
+    >>> x, m = torch.randn(2, 1, 100), torch.ones(2, 1, 100)
+    >>> y, m, n = conv(x, m, torch.tensor([100, 50]))
+    >>> y.shape, m.shape, n
+    (torch.Size([2, 8, 21]), torch.Size([2, 1, 21]), tensor([21, 11]))
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = kernel_size // 2
+        self.conv = torch.nn.Conv1d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=self.padding,
+            bias=False,
+        )
+
+    def output_lengths(self, lengths):
+        """Valid output frames for ``lengths`` valid input frames.
+
+        Arguments
+        ---------
+        lengths : torch.Tensor
+            ``[batch]`` long.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch]`` long.
+        """
+        return conv_output_length(
+            lengths, self.kernel_size, self.stride, self.padding
+        )
+
+    def pool_mask(self, mask, lengths):
+        """Mask trunk: max-pool with the convolution's geometry, then cut
+        every frame past the valid length.
+
+        Arguments
+        ---------
+        mask : torch.Tensor
+            ``[batch, 1, time]`` 0/1.
+        lengths : torch.Tensor
+            ``[batch]`` valid input frames (long).
+
+        Returns
+        -------
+        mask : torch.Tensor
+            ``[batch, 1, time']``.
+        lengths : torch.Tensor
+            ``[batch]`` valid output frames.
+        """
+        pooled = F.max_pool1d(mask, self.kernel_size, self.stride, self.padding)
+        lengths = self.output_lengths(lengths)
+        valid = length_to_mask(
+            lengths, pooled.shape[-1], dtype=mask.dtype, device=mask.device
+        )
+        return pooled * valid.unsqueeze(1), lengths
+
+    def forward(self, x, mask, lengths):
+        """Convolve and carry the mask.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            ``[batch, channels, time]``, zero where ``mask`` is 0.
+        mask : torch.Tensor
+            ``[batch, 1, time]`` 0/1.
+        lengths : torch.Tensor
+            ``[batch]`` valid input frames (long).
+
+        Returns
+        -------
+        y : torch.Tensor
+            ``[batch, out_channels, time']``, not yet masked (the caller
+            multiplies by ``mask`` where the value is kept, e.g. after BN).
+        mask : torch.Tensor
+            ``[batch, 1, time']``.
+        lengths : torch.Tensor
+            ``[batch]`` valid output frames.
+        """
+        mask, lengths = self.pool_mask(mask, lengths)
+        return self.conv(x), mask, lengths
+
+
+class MaskResBlock(torch.nn.Module):
+    """Pre-activation mask residual block (the paper's Fig. 4(d)).
+
+    ``BN -> mask -> ReLU -> Conv(k, stride) -> BN -> mask -> ReLU -> Conv(k)``
+    plus a shortcut; the mask trunk max-pools the mask with each
+    convolution's kernel, stride and padding. Positions whose receptive
+    field is all masked are exactly 0 at the output, and so is everything
+    past each sequence's valid length.
+
+    Arguments
+    ---------
+    in_channels : int
+        Input channels.
+    out_channels : int
+        Output channels (the paper: 64).
+    kernel_size : int
+        Kernel of both convolutions (the paper: 7).
+    stride : int
+        Stride of the first convolution (and of the shortcut).
+
+    Example
+    -------
+    >>> block = MaskResBlock(16, 64, kernel_size=7, stride=4)
+    >>> x = torch.randn(2, 16, 400)
+    >>> mask = torch.ones(2, 1, 400)
+    >>> mask[:, :, 100:300] = 0
+    >>> x = x * mask
+    >>> y, m, n = block(x, mask, torch.tensor([400, 200]))
+    >>> y.shape, m.shape, n
+    (torch.Size([2, 64, 100]), torch.Size([2, 1, 100]), tensor([100,  50]))
+    >>> bool((y[0, :, 29:72] == 0).all())  # receptive field all silent
+    True
+    >>> bool((y[1, :, 50:] == 0).all())  # past the valid length
+    True
+    """
+
+    def __init__(self, in_channels, out_channels=64, kernel_size=7, stride=1):
+        super().__init__()
+        self.norm1 = torch.nn.BatchNorm1d(in_channels)
+        self.conv1 = MaskedConv1d(
+            in_channels, out_channels, kernel_size, stride
+        )
+        self.norm2 = torch.nn.BatchNorm1d(out_channels)
+        self.conv2 = MaskedConv1d(out_channels, out_channels, kernel_size)
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = torch.nn.Conv1d(
+                in_channels, out_channels, 1, stride=stride, bias=False
+            )
+        else:
+            self.shortcut = None
+
+    def output_lengths(self, lengths):
+        """Valid output frames for ``lengths`` valid input frames.
+
+        Arguments
+        ---------
+        lengths : torch.Tensor
+            ``[batch]`` long.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch]`` long.
+        """
+        return self.conv2.output_lengths(self.conv1.output_lengths(lengths))
+
+    def forward(self, x, mask, lengths=None):
+        """Run the block.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            ``[batch, channels, time]``.
+        mask : torch.Tensor
+            ``[batch, 1, time]`` 0/1 mask (0: silent or padding).
+        lengths : torch.Tensor, optional
+            ``[batch]`` valid frames (long); None means all ``time``.
+
+        Returns
+        -------
+        y : torch.Tensor
+            ``[batch, out_channels, time']``, 0 wherever the output mask is.
+        mask : torch.Tensor
+            ``[batch, 1, time']`` output mask.
+        lengths : torch.Tensor
+            ``[batch]`` valid output frames.
+        """
+        if lengths is None:
+            lengths = torch.full(
+                (x.shape[0],), x.shape[-1], dtype=torch.long, device=x.device
+            )
+        act = F.relu(self.norm1(x) * mask)
+        h, mask1, len1 = self.conv1(act, mask, lengths)
+        h = F.relu(self.norm2(h) * mask1)
+        h, mask2, len2 = self.conv2(h, mask1, len1)
+        if self.shortcut is None:
+            shortcut = x
+        else:
+            shortcut = self.shortcut(act)
+        return (h + shortcut) * mask2, mask2, len2
+
+
+class VoicedAttention(torch.nn.Module):
+    """Voiced/unvoiced attention: ``E * sigmoid(Conv1d(E))``.
+
+    One weight in (0, 1) per time step, from a convolution that collapses
+    the channels; silent positions (``E == 0``) stay 0.
+
+    Arguments
+    ---------
+    channels : int
+        Channels of ``E``.
+    kernel_size : int
+        Kernel of the attention convolution (default 1; the paper does not
+        say).
+
+    Example
+    -------
+    >>> att = VoicedAttention(64)
+    >>> out, w = att(torch.randn(2, 64, 50))
+    >>> out.shape, w.shape
+    (torch.Size([2, 64, 50]), torch.Size([2, 1, 50]))
+    """
+
+    def __init__(self, channels, kernel_size=1):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(
+            channels, 1, kernel_size, padding=kernel_size // 2
+        )
+
+    def forward(self, x):
+        """Weight each time step.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            ``[batch, channels, time]``.
+
+        Returns
+        -------
+        out : torch.Tensor
+            ``[batch, channels, time]``.
+        weights : torch.Tensor
+            ``[batch, 1, time]``.
+        """
+        w = torch.sigmoid(self.conv(x))
+        return x * w, w
+
+
+class AMResNet(torch.nn.Module):
+    """Attention mask residual network on raw 16 kHz waveforms.
+
+    Arguments
+    ---------
+    channels : int
+        Channels of every block (the paper: 64).
+    kernel_size : int
+        Kernel of the block convolutions (the paper: 7).
+    strides : sequence of int
+        One mask residual block per entry, with that stride (default
+        ``(4, 1, 4, 1, 4, 1)``: with the stem, 320 samples per frame).
+    stem_kernel, stem_stride : int
+        The first convolution on the waveform (default 10 and 5).
+    use_mask : bool
+        True: run MADD (or take the given mask) and carry silence in the
+        mask trunk (M-ResNet / AM-ResNet). False: the paper's plain ResNet
+        ablation; only padding is masked.
+    use_attention : bool
+        True: voiced/unvoiced attention (AM-ResNet). False: M-ResNet.
+    attention_kernel : int
+        Kernel of the attention convolution (default 1).
+    madd_window, madd_factor : int, float
+        MADD's ``s`` and ``f`` (see ``amser_sb.silence.madd``), used when
+        ``forward`` gets no mask.
+    madd_options : dict, optional
+        Further keyword arguments of ``madd``.
+
+    Example
+    -------
+    >>> model = AMResNet()
+    >>> wavs = 0.1 * torch.randn(2, 16000)
+    >>> feats, feat_lens = model.eval()(wavs, torch.tensor([1.0, 0.5]))
+    >>> feats.shape, model.out_dim
+    (torch.Size([2, 51, 64]), 64)
+    >>> feat_lens
+    tensor([1.0000, 0.5098])
+    """
+
+    def __init__(
+        self,
+        channels=64,
+        kernel_size=7,
+        strides=(4, 1, 4, 1, 4, 1),
+        stem_kernel=10,
+        stem_stride=5,
+        use_mask=True,
+        use_attention=True,
+        attention_kernel=1,
+        madd_window=400,
+        madd_factor=3.0,
+        madd_options=None,
+    ):
+        super().__init__()
+        self.use_mask = use_mask
+        self.madd_kwargs = dict(madd_options or {})
+        self.madd_kwargs.update(window=madd_window, factor=madd_factor)
+        self.stem = MaskedConv1d(1, channels, stem_kernel, stem_stride)
+        self.blocks = torch.nn.ModuleList(
+            MaskResBlock(channels, channels, kernel_size, stride)
+            for stride in strides
+        )
+        self.norm = torch.nn.BatchNorm1d(channels)
+        if use_attention:
+            self.attention = VoicedAttention(channels, attention_kernel)
+        else:
+            self.attention = None
+        self.out_dim = channels
+
+    def output_lengths(self, n_samples):
+        """Valid output frames for waveforms of ``n_samples`` samples.
+
+        Arguments
+        ---------
+        n_samples : torch.Tensor
+            ``[batch]`` long.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch]`` long.
+
+        Example
+        -------
+        >>> AMResNet().output_lengths(torch.tensor([64000, 16000]))
+        tensor([201,  51])
+        """
+        lengths = self.stem.output_lengths(n_samples)
+        for block in self.blocks:
+            lengths = block.output_lengths(lengths)
+        return lengths
+
+    def input_mask(self, wavs, wav_lens=None, mask=None):
+        """The sample mask entering the trunk: MADD (or ``mask``) x padding.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, time]`` waveforms.
+        wav_lens : torch.Tensor, optional
+            ``[batch]`` relative lengths.
+        mask : torch.Tensor, optional
+            ``[batch, time]`` 0/1 voiced mask; None runs MADD.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, time]`` float 0/1 mask (ignored silence if
+            ``use_mask`` is False).
+        """
+        batch, time = wavs.shape
+        if wav_lens is None:
+            wav_lens = torch.ones(batch, device=wavs.device)
+        n = lengths_to_samples(wav_lens, time)
+        padding = length_to_mask(n, time, dtype=wavs.dtype, device=wavs.device)
+        if not self.use_mask:
+            return padding
+        if mask is None:
+            _, mask = madd(wavs, wav_lens, **self.madd_kwargs)
+        elif mask.shape != wavs.shape:
+            raise ValueError(
+                f"mask shape {tuple(mask.shape)} does not match the waveforms "
+                f"{tuple(wavs.shape)}: pass one 0/1 value per sample"
+            )
+        return mask.to(wavs.dtype) * padding
+
+    def forward(self, wavs, wav_lens=None, mask=None, return_weights=False):
+        """AM-ResNet features of a batch of waveforms.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            Raw 16 kHz waveforms ``[batch, time]``.
+        wav_lens : torch.Tensor, optional
+            Relative lengths ``[batch]``; None means all full length.
+        mask : torch.Tensor, optional
+            Voiced 0/1 mask ``[batch, time]`` (e.g. from the manifest's
+            voiced intervals); None runs MADD here. Padding is always
+            masked on top.
+        return_weights : bool
+            Also return the attention weights.
+
+        Returns
+        -------
+        feats : torch.Tensor
+            ``[batch, frames, channels]``, 0 on masked and padded frames.
+        feat_lens : torch.Tensor
+            Relative lengths in frames ``[batch]``.
+        weights : torch.Tensor
+            ``[batch, frames]`` attention weights (with ``return_weights``;
+            ones without attention).
+        """
+        if wavs.dim() != 2:
+            raise ValueError(
+                f"AMResNet expects waveforms [batch, time], got "
+                f"{tuple(wavs.shape)} (average or pick one channel first)"
+            )
+        batch, time = wavs.shape
+        if wav_lens is None:
+            wav_lens = torch.ones(batch, device=wavs.device)
+        sample_mask = self.input_mask(wavs, wav_lens, mask).unsqueeze(1)
+        x = wavs.unsqueeze(1) * sample_mask
+        lengths = lengths_to_samples(wav_lens, time)
+        x, m, lengths = self.stem(x, sample_mask, lengths)
+        x = x * m
+        for block in self.blocks:
+            x, m, lengths = block(x, m, lengths)
+        x = F.relu(self.norm(x) * m)
+        if self.attention is not None:
+            x, w = self.attention(x)
+        else:
+            w = torch.ones_like(m)
+        feats = x.transpose(1, 2)
+        feat_lens = lengths.to(feats.dtype) / feats.shape[1]
+        if return_weights:
+            return feats, feat_lens, w.squeeze(1)
+        return feats, feat_lens

@@ -1,0 +1,455 @@
+"""The wav2vec 2.0 branch: a padding-safe wrapper around SpeechBrain's lobe.
+
+Li & Zhang (2025, Sec. 2.4) feed the raw 16 kHz waveform to
+``facebook/wav2vec2-base-960h`` and use its last hidden state as a frozen
+feature extractor. ``SSLBackbone`` wraps SpeechBrain's
+``speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2`` lobe, so any
+Hugging Face wav2vec2 / HuBERT / WavLM checkpoint works, from the Hub or from
+a local folder, frozen or fine-tuned, and adds what the paper leaves open:
+
+* **per-utterance waveform normalisation**: SpeechBrain's lobe layer-norms
+  the whole padded tensor (``F.layer_norm(wav, wav.shape[1:])``), so a
+  waveform's features depend on how much padding it was batched with. Here
+  each waveform is normalised to zero mean and unit variance over its OWN
+  samples, exactly like ``Wav2Vec2FeatureExtractor`` (padding stays 0).
+* **per-utterance backbone runs**: group-norm feature encoders
+  (``feat_extract_norm="group"``, e.g. wav2vec2-base) normalise each channel
+  over the whole time axis, padding included, so batching changes every
+  frame. ``per_utterance`` runs the backbone on each utterance cropped to its
+  own length (by default at inference only, for group-norm encoders), which
+  makes the output independent of the batch. Layer-norm encoders
+  (``do_stable_layer_norm=True``, e.g. wav2vec2-large-lv60, WavLM) normalise
+  each frame on its own and are padding-invariant when batched.
+* **SUPERB-style layer weights**: optionally a learned softmax-weighted sum
+  of all hidden layers instead of the last one.
+* **precomputed features**: ``extract`` (the backbone) and ``combine`` (the
+  learned layer weighting and output norm) are separate steps, so a cache of
+  frozen backbone outputs can skip ``extract``.
+
+``build_random_wav2vec2`` writes a local Hugging Face folder with random
+weights (tests, benchmarks and the offline demo use it; nothing reaches the
+Hub).
+
+Authors
+ * amser-sb contributors
+"""
+
+import os
+
+import torch
+import torch.nn.functional as F
+from speechbrain.dataio.dataio import length_to_mask
+
+from amser_sb.silence import lengths_to_samples
+
+#: Variance floor of ``Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm``.
+NORM_EPS = 1e-7
+
+_TINY_CONFIG = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    # Three conv layers with wav2vec2's total stride of 320 samples (50
+    # frames a second), so tiny and base backbones give the same frame rate.
+    conv_dim=(32, 32, 32),
+    conv_kernel=(10, 8, 4),
+    conv_stride=(5, 8, 8),
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+)
+
+
+def wav2vec2_config(size="tiny", feat_extract_norm="group"):
+    """A ``Wav2Vec2Config`` for a random backbone (see
+    ``build_random_wav2vec2``).
+
+    Arguments
+    ---------
+    size : str
+        ``"tiny"`` or ``"base"``.
+    feat_extract_norm : str
+        ``"group"`` or ``"layer"``.
+
+    Returns
+    -------
+    transformers.Wav2Vec2Config
+
+    Example
+    -------
+    >>> config = wav2vec2_config("base")
+    >>> config.hidden_size, config.num_hidden_layers, config.conv_dim[0]
+    (768, 12, 512)
+    """
+    from transformers import Wav2Vec2Config
+
+    if size not in ("tiny", "base"):
+        raise ValueError(f"size must be 'tiny' or 'base', got {size!r}")
+    if feat_extract_norm not in ("group", "layer"):
+        raise ValueError(
+            "feat_extract_norm must be 'group' or 'layer', got "
+            f"{feat_extract_norm!r}"
+        )
+    layer = feat_extract_norm == "layer"
+    kwargs = dict(_TINY_CONFIG) if size == "tiny" else {}
+    return Wav2Vec2Config(
+        feat_extract_norm=feat_extract_norm,
+        do_stable_layer_norm=layer,
+        conv_bias=layer,
+        # Deterministic compute: no LayerDrop, no spec-augment parameter
+        # (SpeechBrain's lobe switches spec augment off anyway).
+        layerdrop=0.0,
+        mask_time_prob=0.0,
+        **kwargs,
+    )
+
+
+def build_random_wav2vec2(
+    folder, size="tiny", feat_extract_norm="group", seed=0
+):
+    """Write a randomly initialised wav2vec2 model as a local HF folder.
+
+    The folder holds ``config.json``, the weights (``save_pretrained``) and
+    ``preprocessor_config.json`` (``Wav2Vec2FeatureExtractor``), so
+    ``SSLBackbone(folder)`` and SpeechBrain's ``Wav2Vec2(folder, ...)`` load
+    it offline.
+
+    Arguments
+    ---------
+    folder : str or os.PathLike
+        Output folder (created if missing).
+    size : str
+        ``"tiny"`` (32-dim, 2 layers, 50 frames a second: for tests) or
+        ``"base"`` (exactly wav2vec2-base's architecture: 7 conv layers of
+        512 channels, 12 transformer layers of 768, ~94M parameters; random
+        weights, same compute; ~380 MB on disk).
+    feat_extract_norm : str
+        ``"group"`` (wav2vec2-base style: group norm in the first conv layer,
+        post-norm transformer, no attention mask in the feature extractor
+        config) or ``"layer"`` (wav2vec2-large-lv60 style: layer norm in every
+        conv layer, ``do_stable_layer_norm=True``, attention mask returned).
+    seed : int
+        Seed of the random initialisation.
+
+    Returns
+    -------
+    str
+        The folder path.
+
+    Example
+    -------
+    >>> folder = build_random_wav2vec2(getfixture("tmp_path") / "w2v")
+    >>> sorted(os.listdir(folder))
+    ['config.json', 'model.safetensors', 'preprocessor_config.json']
+    """
+    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    config = wav2vec2_config(size, feat_extract_norm)
+    torch.manual_seed(seed)
+    model = Wav2Vec2Model(config)
+    folder = str(folder)
+    os.makedirs(folder, exist_ok=True)
+    model.save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(
+        do_normalize=True,
+        return_attention_mask=feat_extract_norm == "layer",
+    ).save_pretrained(folder)
+    return folder
+
+
+def normalize_waveforms(wavs, wav_lens=None, eps=NORM_EPS):
+    """Zero mean, unit variance per waveform, over its own samples only.
+
+    The same arithmetic as ``Wav2Vec2FeatureExtractor``: ``(x - mean) /
+    sqrt(var + eps)`` with the biased variance of the valid samples; padding
+    is set to 0.
+
+    Arguments
+    ---------
+    wavs : torch.Tensor
+        Waveforms ``[batch, time]``.
+    wav_lens : torch.Tensor, optional
+        Relative lengths ``[batch]``; None means all full length.
+    eps : float
+        Variance floor.
+
+    Returns
+    -------
+    torch.Tensor
+        Normalised waveforms ``[batch, time]``.
+
+    Example
+    -------
+    >>> wavs = torch.tensor([[1.0, 3.0, 0.0, 0.0], [1.0, 2.0, 3.0, 4.0]])
+    >>> normalize_waveforms(wavs, torch.tensor([0.5, 1.0]))[0]
+    tensor([-1.,  1.,  0.,  0.])
+    """
+    batch, time = wavs.shape
+    if wav_lens is None:
+        wav_lens = torch.ones(batch, device=wavs.device)
+    n = lengths_to_samples(wav_lens, time).clamp(min=1)
+    valid = length_to_mask(n, time, dtype=wavs.dtype, device=wavs.device)
+    count = n.to(wavs.dtype).unsqueeze(1)
+    mean = (wavs * valid).sum(1, keepdim=True) / count
+    var = (((wavs - mean) * valid) ** 2).sum(1, keepdim=True) / count
+    out = (wavs - mean) / torch.sqrt(var + eps)
+    return torch.where(valid.bool(), out, torch.zeros_like(out))
+
+
+class SSLBackbone(torch.nn.Module):
+    """wav2vec2 / HuBERT / WavLM branch, padding-safe, optionally weighted.
+
+    Arguments
+    ---------
+    source : str
+        Hugging Face hub id (e.g. ``"facebook/wav2vec2-base"``; the paper
+        used ``"facebook/wav2vec2-base-960h"``) or a local folder.
+    save_path : str
+        Download cache of the hub model.
+    freeze : bool
+        True (default, as in the paper): the backbone is a fixed feature
+        extractor, runs without gradients and stays in eval mode (no
+        dropout) even when the surrounding model is put in train mode.
+        False: fine-tuned with the rest of the model.
+    freeze_feature_extractor : bool
+        With ``freeze=False``, keep the convolutional feature encoder frozen
+        (SpeechBrain's option; usual when fine-tuning).
+    layer_weights : bool
+        False (default, as in the paper): use the last hidden state. True:
+        SUPERB-style learned softmax-weighted sum of all hidden states
+        (the CNN projection plus every transformer layer).
+    normalize : str or bool
+        Per-utterance waveform normalisation over each waveform's own
+        samples. ``"auto"`` (default) follows the checkpoint's
+        ``preprocessor_config.json`` (``do_normalize``); True/False force it.
+    per_utterance : str
+        Run the backbone one utterance at a time, each cropped to its own
+        length, so padding cannot reach it: ``"never"``, ``"eval"``
+        (inference only), ``"always"``, or ``"auto"`` (default: ``"eval"``
+        for group-norm feature encoders, ``"never"`` for layer-norm ones).
+    output_norm : bool
+        Layer-norm each output frame over its features (no affine). Unlike
+        SpeechBrain's ``output_norm``, which normalises over time and
+        features of the padded batch, this is per frame.
+    **kwargs
+        Passed on to SpeechBrain's ``Wav2Vec2`` (e.g.
+        ``apply_spec_augment``).
+
+    Example
+    -------
+    >>> folder = build_random_wav2vec2(getfixture("tmp_path") / "w2v")
+    >>> ssl = SSLBackbone(folder, save_path=str(getfixture("tmp_path")))
+    >>> wavs = torch.randn(2, 16000)
+    >>> feats, lens = ssl(wavs, torch.tensor([1.0, 0.5]))
+    >>> feats.shape, ssl.out_dim
+    (torch.Size([2, 50, 32]), 32)
+    >>> lens
+    tensor([1.0000, 0.5000])
+    """
+
+    def __init__(
+        self,
+        source,
+        save_path="pretrained_models",
+        freeze=True,
+        freeze_feature_extractor=False,
+        layer_weights=False,
+        normalize="auto",
+        per_utterance="auto",
+        output_norm=False,
+        **kwargs,
+    ):
+        super().__init__()
+        from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
+
+        self.lobe = Wav2Vec2(
+            source,
+            save_path=save_path,
+            freeze=freeze,
+            freeze_feature_extractor=freeze_feature_extractor,
+            output_norm=False,
+            output_all_hiddens=layer_weights,
+            **kwargs,
+        )
+        self.freeze = freeze
+        config = self.lobe.model.config
+        if normalize == "auto":
+            normalize = bool(self.lobe.normalize_wav)
+        self.normalize = bool(normalize)
+        # We normalise per utterance ourselves; the lobe's layer norm over
+        # the padded tensor would make features depend on the padding.
+        self.lobe.normalize_wav = False
+        group_norm = getattr(config, "feat_extract_norm", "group") == "group"
+        if per_utterance == "auto":
+            per_utterance = "eval" if group_norm else "never"
+        if per_utterance not in ("never", "eval", "always"):
+            raise ValueError(
+                "per_utterance must be 'auto', 'never', 'eval' or 'always', "
+                f"got {per_utterance!r}"
+            )
+        self.per_utterance = per_utterance
+        self.group_norm = group_norm
+        self.output_norm = output_norm
+        self.out_dim = config.hidden_size
+        self.n_layers = config.num_hidden_layers + 1
+        self.min_samples = self._min_samples(config)
+        if layer_weights:
+            self.layer_weights = torch.nn.Parameter(torch.zeros(self.n_layers))
+        else:
+            self.register_parameter("layer_weights", None)
+
+    @staticmethod
+    def _min_samples(config):
+        """Receptive field of one output frame, in samples."""
+        field = 1
+        for i in reversed(range(len(config.conv_kernel))):
+            field = (field - 1) * config.conv_stride[i] + config.conv_kernel[i]
+        return field
+
+    def train(self, mode=True):
+        """Set train/eval mode; a frozen backbone always stays in eval mode.
+
+        Arguments
+        ---------
+        mode : bool
+            Train mode if True.
+
+        Returns
+        -------
+        SSLBackbone
+            self
+        """
+        super().train(mode)
+        if self.freeze:
+            self.lobe.model.eval()
+        return self
+
+    def frame_counts(self, n_samples):
+        """Number of output frames for waveforms of ``n_samples`` samples.
+
+        Arguments
+        ---------
+        n_samples : torch.Tensor
+            Absolute lengths in samples, ``[batch]`` (long).
+
+        Returns
+        -------
+        torch.Tensor
+            Absolute lengths in frames, ``[batch]`` (long).
+        """
+        return self.lobe.model._get_feat_extract_output_lengths(n_samples)
+
+    def extract(self, wavs, wav_lens=None):
+        """Run the backbone (the cacheable part when frozen).
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            Raw 16 kHz waveforms ``[batch, time]``.
+        wav_lens : torch.Tensor, optional
+            Relative lengths ``[batch]``; None means all full length.
+
+        Returns
+        -------
+        hidden : torch.Tensor
+            ``[batch, frames, feat]``, or ``[batch, layers, frames, feat]``
+            with ``layer_weights``; padded frames are 0.
+        lens : torch.Tensor
+            Relative lengths in frames ``[batch]``.
+        """
+        batch, time = wavs.shape
+        if wav_lens is None:
+            wav_lens = torch.ones(batch, device=wavs.device)
+        n = lengths_to_samples(wav_lens, time)
+        if int(n.min()) < self.min_samples:
+            raise ValueError(
+                f"a waveform has {int(n.min())} samples, fewer than the "
+                f"backbone's receptive field of {self.min_samples} samples "
+                "(one output frame): drop or zero-pad such segments in the "
+                "data pipeline"
+            )
+        if self.normalize:
+            wavs = normalize_waveforms(wavs, wav_lens)
+        frames = self.frame_counts(n)
+        one_by_one = self.per_utterance == "always" or (
+            self.per_utterance == "eval" and not self.training
+        )
+        if one_by_one and batch > 1:
+            hidden = self._per_utterance(wavs, n, frames)
+        else:
+            hidden = self._run(wavs, wav_lens)
+            total = hidden.shape[-2]
+            valid = length_to_mask(frames, total, device=wavs.device)
+            shape = [batch] + [1] * (hidden.dim() - 3) + [total, 1]
+            hidden = hidden * valid.view(shape).to(hidden.dtype)
+        return hidden, frames.to(hidden.dtype) / hidden.shape[-2]
+
+    def _run(self, wavs, wav_lens):
+        """One backbone call; ``[B, T, C]`` or ``[B, L, T, C]``."""
+        out = self.lobe(wavs, wav_lens)
+        if self.layer_weights is not None:
+            out = out.transpose(0, 1)
+        return out
+
+    def _per_utterance(self, wavs, n, frames):
+        """Backbone on each utterance cropped to its own length."""
+        total = int(self.frame_counts(torch.tensor(wavs.shape[1])))
+        outs = []
+        for i in range(wavs.shape[0]):
+            one = self._run(wavs[i : i + 1, : int(n[i])], None)
+            pad = total - one.shape[-2]
+            outs.append(F.pad(one, (0, 0, 0, pad)))
+        return torch.cat(outs, dim=0)
+
+    def combine(self, hidden):
+        """Turn backbone outputs into features (layer weights, output norm).
+
+        Arguments
+        ---------
+        hidden : torch.Tensor
+            Output of ``extract``: ``[batch, frames, feat]``, or
+            ``[batch, layers, frames, feat]`` with ``layer_weights``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, frames, feat]``.
+        """
+        if self.layer_weights is not None:
+            if hidden.dim() != 4 or hidden.shape[1] != self.n_layers:
+                raise ValueError(
+                    f"with layer_weights the backbone output must be [batch, "
+                    f"{self.n_layers}, frames, feat], got "
+                    f"{tuple(hidden.shape)}: rebuild the feature cache with "
+                    "all hidden layers"
+                )
+            w = torch.softmax(self.layer_weights, dim=0)
+            hidden = torch.einsum("l,bltc->btc", w.to(hidden.dtype), hidden)
+        elif hidden.dim() != 3:
+            raise ValueError(
+                "without layer_weights the backbone output must be [batch, "
+                f"frames, feat], got {tuple(hidden.shape)}"
+            )
+        if self.output_norm:
+            hidden = F.layer_norm(hidden, hidden.shape[-1:])
+        return hidden
+
+    def forward(self, wavs, wav_lens=None):
+        """Features of a batch of waveforms.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            Raw 16 kHz waveforms ``[batch, time]``.
+        wav_lens : torch.Tensor, optional
+            Relative lengths ``[batch]``; None means all full length.
+
+        Returns
+        -------
+        feats : torch.Tensor
+            ``[batch, frames, feat]`` (about 50 frames a second).
+        lens : torch.Tensor
+            Relative lengths in frames ``[batch]``.
+        """
+        hidden, lens = self.extract(wavs, wav_lens)
+        return self.combine(hidden), lens

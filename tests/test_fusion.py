@@ -1,0 +1,110 @@
+"""Tests of the fusion modules and their pooling helpers."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from amser_sb.lobes import (
+    ConcatFusion,
+    CrossAttentionFusion,
+    masked_mean,
+    resample_to_length,
+)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_resample_matches_adaptive_avg_pool_per_utterance(seed):
+    gen = torch.Generator().manual_seed(seed)
+    src = torch.randint(1, 40, (4,), generator=gen)
+    dst = torch.randint(1, 40, (4,), generator=gen)
+    x = torch.randn(4, int(src.max()) + 3, 5, generator=gen)
+    out = resample_to_length(x, src, dst, int(dst.max()) + 2)
+    for i in range(4):
+        n, m = int(src[i]), int(dst[i])
+        ref = F.adaptive_avg_pool1d(x[i, :n].T.unsqueeze(0), m)[0].T
+        assert torch.allclose(out[i, :m], ref, atol=1e-6)
+        assert torch.all(out[i, m:] == 0)
+
+
+def test_masked_mean_ignores_padding():
+    x = torch.randn(2, 6, 3)
+    x[0, 4:] = 1e6
+    lens = torch.tensor([4 / 6, 1.0])
+    out = masked_mean(x, lens)
+    assert torch.allclose(out[0], x[0, :4].mean(0))
+    assert torch.allclose(out[1], x[1].mean(0))
+    assert torch.allclose(masked_mean(x[1:]), x[1:].mean(1))
+
+
+def make_streams(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    am_n, w2v_n = [20, 51, 33], [19, 49, 32]
+    am = [torch.randn(n, 16, generator=gen) for n in am_n]
+    w2v = [torch.randn(n, 24, generator=gen) for n in w2v_n]
+    return am, w2v
+
+
+def pad_with_garbage(seqs):
+    time = max(len(s) for s in seqs)
+    out = torch.full((len(seqs), time, seqs[0].shape[1]), 123.0)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = s
+    return out, torch.tensor([len(s) / time for s in seqs])
+
+
+def test_cross_attention_is_padding_invariant():
+    torch.manual_seed(0)
+    fusion = CrossAttentionFusion(am_dim=16, w2v_dim=24, d_model=32).eval()
+    am, w2v = make_streams()
+    am_b, am_lens = pad_with_garbage(am)
+    w2v_b, w2v_lens = pad_with_garbage(w2v)
+    with torch.no_grad():
+        batched = fusion(am_b, am_lens, w2v_b, w2v_lens)
+        assert batched.shape == (3, 128) and fusion.out_dim == 128
+        for i in range(3):
+            alone = fusion(
+                am[i][None], torch.ones(1), w2v[i][None], torch.ones(1)
+            )
+            assert (batched[i] - alone[0]).abs().max() < 1e-5
+
+
+def test_cross_attention_uses_both_streams():
+    torch.manual_seed(0)
+    fusion = CrossAttentionFusion(am_dim=16, w2v_dim=24, d_model=32).eval()
+    am, w2v = make_streams()
+    ones = torch.ones(1)
+    with torch.no_grad():
+        base = fusion(am[1][None], ones, w2v[1][None], ones)
+        other_am = fusion(am[1][None] + 1, ones, w2v[1][None], ones)
+        other_w2v = fusion(am[1][None], ones, w2v[1][None] + 1, ones)
+    # Each half of the output sees both streams through the attention.
+    for half in (slice(0, 64), slice(64, 128)):
+        assert (base[0, half] - other_am[0, half]).abs().max() > 1e-3
+        assert (base[0, half] - other_w2v[0, half]).abs().max() > 1e-3
+
+
+def test_cross_attention_gradients_reach_every_parameter():
+    torch.manual_seed(0)
+    fusion = CrossAttentionFusion(am_dim=16, w2v_dim=24, d_model=32).train()
+    am, w2v = make_streams()
+    am_b, am_lens = pad_with_garbage(am)
+    w2v_b, w2v_lens = pad_with_garbage(w2v)
+    am_b.requires_grad_(True)
+    out = fusion(am_b, am_lens, w2v_b, w2v_lens)
+    (out**2).sum().backward()
+    for name, param in fusion.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    # Padding receives no gradient: it never reaches the output.
+    assert torch.all(am_b.grad[0, 20:] == 0)
+
+
+def test_concat_fusion():
+    am, w2v = make_streams()
+    am_b, am_lens = pad_with_garbage(am)
+    w2v_b, w2v_lens = pad_with_garbage(w2v)
+    fusion = ConcatFusion(16, 24)
+    out = fusion(am_b, am_lens, w2v_b, w2v_lens)
+    assert out.shape == (3, 40) and fusion.out_dim == 40
+    assert torch.allclose(out[0, :16], am[0].mean(0), atol=1e-6)
+    assert torch.allclose(out[0, 16:], w2v[0].mean(0), atol=1e-6)
+    assert ConcatFusion().out_dim is None

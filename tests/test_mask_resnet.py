@@ -1,0 +1,215 @@
+"""Tests of AM-ResNet: lengths, padding invariance, silence, gradients."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from amser_sb.lobes import AMResNet, MaskResBlock, VoicedAttention
+from amser_sb.silence import madd
+
+
+def speechlike(n, seed, silence=None):
+    """Tone bursts in faint noise; ``silence=(a, b)`` zeroes samples a:b."""
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.arange(n) / 16000
+    f0 = 120 + 80 * torch.rand(1, generator=gen)
+    wav = (
+        0.3
+        * torch.sin(2 * torch.pi * f0 * t)
+        * (torch.sin(2 * torch.pi * 3 * t) > 0)
+    )
+    wav = wav + 1e-3 * torch.randn(n, generator=gen)
+    if silence is not None:
+        wav[silence[0] : silence[1]] = 0
+    return wav
+
+
+def pad_batch(wavs):
+    """Zero-pad 1-D waveforms into ``[batch, time]`` + relative lengths."""
+    time = max(len(w) for w in wavs)
+    batch = torch.stack([F.pad(w, (0, time - len(w))) for w in wavs])
+    lens = torch.tensor([len(w) / time for w in wavs])
+    return batch, lens
+
+
+def small_resnet(**kwargs):
+    torch.manual_seed(0)
+    return AMResNet(channels=16, **kwargs)
+
+
+def randomise_bn(model):
+    """Non-trivial running statistics so eval-mode BN shifts zeros."""
+    gen = torch.Generator().manual_seed(1)
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.BatchNorm1d):
+            mod.running_mean.copy_(torch.randn(mod.num_features, generator=gen))
+            mod.running_var.copy_(
+                1 + torch.rand(mod.num_features, generator=gen)
+            )
+            mod.bias.data.copy_(torch.randn(mod.num_features, generator=gen))
+    return model
+
+
+@pytest.mark.parametrize("n", [1, 7, 319, 320, 321, 4000, 16001])
+def test_output_lengths_match_shapes(n):
+    model = small_resnet().eval()
+    feats, lens = model(speechlike(n, 0).unsqueeze(0))
+    expected = int(model.output_lengths(torch.tensor([n]))[0])
+    assert feats.shape == (1, expected, 16)
+    assert lens.tolist() == [1.0]
+
+
+def test_total_stride_is_320():
+    model = AMResNet()
+    n = torch.tensor([64000, 32000, 16000])
+    assert model.output_lengths(n).tolist() == [201, 101, 51]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"use_attention": False}, {"use_mask": False, "use_attention": False}],
+    ids=["AM-ResNet", "M-ResNet", "ResNet"],
+)
+def test_padding_invariance(options):
+    model = randomise_bn(small_resnet(**options)).eval()
+    wavs = [
+        speechlike(3000, 1, silence=(1000, 2000)),
+        speechlike(9001, 2),
+        speechlike(16000, 3, silence=(0, 3000)),
+    ]
+    batch, lens = pad_batch(wavs)
+    with torch.no_grad():
+        feats, feat_lens = model(batch, lens)
+        for i, wav in enumerate(wavs):
+            alone, _ = model(wav.unsqueeze(0))
+            n = alone.shape[1]
+            assert round(float(feat_lens[i]) * feats.shape[1]) == n
+            diff = (feats[i, :n] - alone[0]).abs().max()
+            assert diff < 1e-4
+            assert torch.all(feats[i, n:] == 0)
+
+
+def test_given_mask_equals_madd_mask():
+    model = small_resnet().eval()
+    batch, lens = pad_batch(
+        [speechlike(8000, 4, (2000, 5000)), speechlike(12000, 5)]
+    )
+    _, mask = madd(batch, lens)
+    with torch.no_grad():
+        auto, _ = model(batch, lens)
+        given, _ = model(batch, lens, mask=mask)
+    assert torch.equal(auto, given)
+
+
+def test_mask_shape_is_checked():
+    model = small_resnet()
+    with pytest.raises(ValueError, match="mask shape"):
+        model(torch.zeros(2, 800), mask=torch.ones(2, 400))
+    with pytest.raises(ValueError, match="batch, time"):
+        model(torch.zeros(2, 1, 800))
+
+
+def receptive_fields(convs, n_out):
+    """Input sample interval ``[lo, hi]`` of each output frame."""
+    lo = torch.arange(n_out)
+    hi = torch.arange(n_out)
+    for conv in reversed(convs):
+        k, s, p = conv.kernel_size, conv.stride, conv.padding
+        lo, hi = lo * s - p, hi * s - p + k - 1
+    return lo, hi
+
+
+def all_masked_frames(voiced, n_valid, lo, hi):
+    """Frames whose receptive field holds no kept sample (vectorised)."""
+    ones = torch.cat([torch.zeros(1), voiced[:n_valid].cumsum(0)])
+    a = lo.clamp(0, n_valid)
+    z = (hi + 1).clamp(0, n_valid)
+    return (ones[z] - ones[a]) == 0
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_silence_stays_exactly_zero_after_every_block(train):
+    model = randomise_bn(small_resnet(use_mask=True))
+    model.train(train)
+    wavs = [speechlike(48000, 6, silence=(8000, 40000)), speechlike(9000, 7)]
+    batch, lens = pad_batch(wavs)
+    sample_mask = model.input_mask(batch, lens).unsqueeze(1)
+    n_samples = torch.tensor([len(w) for w in wavs])
+    convs = [model.stem]
+    x, m, n = model.stem(
+        batch.unsqueeze(1) * sample_mask, sample_mask, n_samples
+    )
+    x = x * m
+    for block in model.blocks:
+        x, m, n = block(x, m, n)
+        convs += [block.conv1, block.conv2]
+        lo, hi = receptive_fields(convs, x.shape[-1])
+        for b, wav in enumerate(wavs):
+            silent = all_masked_frames(sample_mask[b, 0], len(wav), lo, hi)
+            assert torch.all(x[b][:, silent] == 0)
+            assert torch.all(x[b, :, int(n[b]) :] == 0)
+            if b == 0:
+                assert int(silent.sum()) > 0
+    # The final BN / attention are per frame: silent frames stay 0 too.
+    feats, _ = model(batch, lens)
+    silent = all_masked_frames(sample_mask[0, 0], len(wavs[0]), lo, hi)
+    assert 50 < int(silent.sum()) < 100
+    assert torch.all(feats[0][silent] == 0)
+    assert torch.all(feats[0][~silent[: feats.shape[1]]].abs().sum(-1) > 0)
+
+
+def test_plain_resnet_lets_silence_through():
+    """The ResNet ablation does not mask silence: BN shifts it off zero."""
+    wav = speechlike(48000, 8, silence=(8000, 40000)).unsqueeze(0)
+    with torch.no_grad():
+        masked, _ = randomise_bn(small_resnet()).eval()(wav)
+        plain, _ = randomise_bn(small_resnet(use_mask=False)).eval()(wav)
+    assert torch.all(masked[0, 60:80] == 0)
+    assert torch.all(plain[0, 60:80].abs().sum(-1) > 0)
+
+
+def test_block_shapes_and_shortcut():
+    same = MaskResBlock(16, 16, stride=1)
+    assert same.shortcut is None
+    down = MaskResBlock(16, 32, stride=4)
+    x = torch.randn(3, 16, 101)
+    y, m, n = down(x, torch.ones(3, 1, 101))
+    assert y.shape == (3, 32, 26) and m.shape == (3, 1, 26)
+    assert n.tolist() == [26, 26, 26]
+
+
+def test_attention_weights():
+    model = small_resnet().eval()
+    wav = speechlike(8000, 9, silence=(2000, 6000)).unsqueeze(0)
+    feats, _, weights = model(wav, return_weights=True)
+    assert weights.shape == feats.shape[:2]
+    assert torch.all((weights > 0) & (weights < 1))
+    att = VoicedAttention(16)
+    out, w = att(torch.zeros(1, 16, 5))
+    assert torch.all(out == 0) and w.shape == (1, 1, 5)
+    no_att = small_resnet(use_attention=False).eval()
+    assert no_att.attention is None
+    _, _, ones = no_att(wav, return_weights=True)
+    assert torch.all(ones == 1)
+
+
+@pytest.mark.parametrize("use_attention", [True, False])
+def test_gradients_reach_every_parameter(use_attention):
+    model = small_resnet(use_attention=use_attention).train()
+    batch, lens = pad_batch(
+        [speechlike(6000, 10, (1000, 3000)), speechlike(9000, 11)]
+    )
+    feats, feat_lens = model(batch, lens)
+    (feats**2).sum().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None, name
+        assert param.grad.abs().sum() > 0, name
+
+
+def test_default_configuration_is_cheap():
+    model = AMResNet()
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params < 400_000
+    assert len(model.blocks) == 6
+    assert [b.conv1.stride for b in model.blocks] == [4, 1, 4, 1, 4, 1]
+    assert all(b.conv1.kernel_size == 7 for b in model.blocks)

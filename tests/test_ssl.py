@@ -1,0 +1,191 @@
+"""Tests of the wav2vec2 branch: normalisation, padding, freezing, layers."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from amser_sb.lobes import SSLBackbone, normalize_waveforms, wav2vec2_config
+
+
+def waves(lengths, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [0.1 * torch.randn(n, generator=gen) + 0.05 for n in lengths]
+
+
+def pad_batch(wavs):
+    time = max(len(w) for w in wavs)
+    batch = torch.stack([F.pad(w, (0, time - len(w))) for w in wavs])
+    return batch, torch.tensor([len(w) / time for w in wavs])
+
+
+def backbone(folder, tmp_path, **kwargs):
+    torch.manual_seed(0)
+    return SSLBackbone(folder, save_path=str(tmp_path), **kwargs)
+
+
+def max_diff_alone_vs_batched(ssl, wavs):
+    batch, lens = pad_batch(wavs)
+    with torch.no_grad():
+        feats, feat_lens = ssl(batch, lens)
+        worst = 0.0
+        for i, wav in enumerate(wavs):
+            alone, _ = ssl(wav.unsqueeze(0))
+            n = alone.shape[1]
+            assert round(float(feat_lens[i]) * feats.shape[1]) == n
+            assert torch.all(feats[i, n:] == 0)
+            worst = max(worst, float((feats[i, :n] - alone[0]).abs().max()))
+    return worst
+
+
+def test_folder_contents(tiny_w2v2_group, tiny_w2v2_layer):
+    for folder, norm in [
+        (tiny_w2v2_group, "group"),
+        (tiny_w2v2_layer, "layer"),
+    ]:
+        assert {"config.json", "preprocessor_config.json"} <= set(
+            os.listdir(folder)
+        )
+        with open(os.path.join(folder, "config.json")) as f:
+            config = json.load(f)
+        assert config["feat_extract_norm"] == norm
+        assert config["do_stable_layer_norm"] == (norm == "layer")
+        with open(os.path.join(folder, "preprocessor_config.json")) as f:
+            assert json.load(f)["do_normalize"] is True
+
+
+def test_base_config_is_wav2vec2_base():
+    config = wav2vec2_config("base", "group")
+    assert config.hidden_size == 768
+    assert config.num_hidden_layers == 12
+    assert config.num_attention_heads == 12
+    assert config.intermediate_size == 3072
+    assert tuple(config.conv_dim) == (512,) * 7
+    assert tuple(config.conv_kernel) == (10, 3, 3, 3, 3, 2, 2)
+    assert tuple(config.conv_stride) == (5, 2, 2, 2, 2, 2, 2)
+    assert config.num_conv_pos_embeddings == 128
+    assert config.num_conv_pos_embedding_groups == 16
+    assert config.feat_extract_norm == "group"
+    assert not config.do_stable_layer_norm and not config.conv_bias
+    with pytest.raises(ValueError, match="size"):
+        wav2vec2_config("large")
+
+
+def test_normalisation_matches_hf_feature_extractor():
+    from transformers import Wav2Vec2FeatureExtractor
+
+    extractor = Wav2Vec2FeatureExtractor(do_normalize=True)
+    wavs = waves([500, 1200, 1300], seed=1)
+    batch, lens = pad_batch(wavs)
+    ours = normalize_waveforms(batch, lens)
+    for i, wav in enumerate(wavs):
+        ref = extractor(wav.numpy(), sampling_rate=16000).input_values[0]
+        n = len(wav)
+        np.testing.assert_allclose(ours[i, :n].numpy(), ref, atol=1e-5)
+        assert torch.all(ours[i, n:] == 0)
+
+
+def test_layer_norm_backbone_is_padding_invariant(tiny_w2v2_layer, tmp_path):
+    ssl = backbone(tiny_w2v2_layer, tmp_path).eval()
+    assert ssl.per_utterance == "never"
+    assert max_diff_alone_vs_batched(ssl, waves([4000, 9000, 16000])) < 1e-4
+
+
+def test_speechbrain_lobe_alone_leaks_padding(tiny_w2v2_layer, tmp_path):
+    """The trap we avoid: SpeechBrain's normalize_wav spans the padding."""
+    ssl = backbone(tiny_w2v2_layer, tmp_path).eval()
+    ssl.lobe.normalize_wav = True
+    ssl.normalize = False
+    assert max_diff_alone_vs_batched(ssl, waves([4000, 16000])) > 1e-3
+
+
+def test_group_norm_backbone(tiny_w2v2_group, tmp_path):
+    """Group norm spans padding when batched; per utterance it cannot."""
+    wavs = waves([4000, 9000, 16000])
+    batched = backbone(tiny_w2v2_group, tmp_path, per_utterance="never").eval()
+    assert max_diff_alone_vs_batched(batched, wavs) > 1e-3
+    auto = backbone(tiny_w2v2_group, tmp_path).eval()
+    assert auto.per_utterance == "eval"
+    assert max_diff_alone_vs_batched(auto, wavs) < 1e-5
+    # "eval" batches in training (speed) and goes one by one at inference.
+    batch, lens = pad_batch(wavs)
+    with torch.no_grad():
+        auto.train()
+        train_feats, _ = auto(batch, lens)
+        batched_feats, _ = batched.train()(batch, lens)
+    assert torch.equal(train_feats, batched_feats)
+
+
+@pytest.mark.parametrize("per_utterance", ["never", "always"])
+def test_frozen_backbone_gets_no_gradient(
+    tiny_w2v2_group, tmp_path, per_utterance
+):
+    ssl = backbone(
+        tiny_w2v2_group,
+        tmp_path,
+        per_utterance=per_utterance,
+        layer_weights=True,
+    )
+    ssl.train()
+    assert not ssl.lobe.model.training  # frozen: no dropout in training
+    batch, lens = pad_batch(waves([4000, 8000]))
+    feats, _ = ssl(batch, lens)
+    feats.sum().backward()
+    for name, param in ssl.lobe.named_parameters():
+        assert param.grad is None, name
+        assert not param.requires_grad, name
+    assert ssl.layer_weights.grad is not None
+    assert ssl.layer_weights.grad.abs().sum() > 0
+
+
+def test_fine_tuned_backbone_gets_gradients(tiny_w2v2_layer, tmp_path):
+    ssl = backbone(tiny_w2v2_layer, tmp_path, freeze=False)
+    ssl.train()
+    assert ssl.lobe.model.training
+    batch, lens = pad_batch(waves([4000, 8000]))
+    feats, _ = ssl(batch, lens)
+    (feats**2).sum().backward()
+    for name, param in ssl.named_parameters():
+        assert param.grad is not None, name
+        assert param.grad.abs().sum() > 0, name
+
+
+def test_layer_weights(tiny_w2v2_layer, tmp_path):
+    ssl = backbone(tiny_w2v2_layer, tmp_path, layer_weights=True).eval()
+    assert ssl.n_layers == 3
+    batch, lens = pad_batch(waves([4000, 8000]))
+    with torch.no_grad():
+        hidden, hid_lens = ssl.extract(batch, lens)
+        assert hidden.shape == (2, 3, 25, 32)
+        assert torch.allclose(ssl.combine(hidden), hidden.mean(1), atol=1e-6)
+        ssl.layer_weights.fill_(-1e4)
+        ssl.layer_weights[-1] = 0.0
+        assert torch.allclose(ssl.combine(hidden), hidden[:, -1], atol=1e-6)
+        feats, feat_lens = ssl(batch, lens)
+    assert torch.equal(feats, ssl.combine(hidden))
+    assert torch.equal(feat_lens, hid_lens)
+    with pytest.raises(ValueError, match="feature cache"):
+        ssl.combine(hidden[:, 0])
+
+
+def test_output_norm_is_per_frame(tiny_w2v2_layer, tmp_path):
+    ssl = backbone(tiny_w2v2_layer, tmp_path, output_norm=True).eval()
+    with torch.no_grad():
+        feats, _ = ssl(torch.stack(waves([8000])))
+    assert torch.allclose(feats.mean(-1), torch.zeros(1, 25), atol=1e-5)
+
+
+def test_too_short_waveform_is_a_clear_error(tiny_w2v2_layer, tmp_path):
+    ssl = backbone(tiny_w2v2_layer, tmp_path)
+    assert ssl.min_samples == 165
+    batch, lens = pad_batch(waves([100, 4000]))
+    with pytest.raises(ValueError, match="receptive field of 165 samples"):
+        ssl(batch, lens)
+
+
+def test_bad_per_utterance_value(tiny_w2v2_layer, tmp_path):
+    with pytest.raises(ValueError, match="per_utterance"):
+        backbone(tiny_w2v2_layer, tmp_path, per_utterance="sometimes")

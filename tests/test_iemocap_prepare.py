@@ -294,6 +294,9 @@ def test_manifests_load_with_speechbrain(prepared):
     from speechbrain.dataio.dataset import DynamicItemDataset
 
     save, out = prepared
+    assert len(DynamicItemDataset.from_csv(out["all"])) == len(
+        read_csv(out["all"]))
+    assert out["folder"] == str(save / "speaker")
     fold = out["folds"][0]
     data = DynamicItemDataset.from_csv(fold["train"])
     data.set_output_keys(["id", "duration", "emo", "soft_hap", "voiced"])

@@ -29,6 +29,13 @@ files and the ``Categorical/``, ``Attribute/``, ``Self-evaluation/``
 subfolders. A malformed annotation line is an error naming the file and
 line; a missing or bad wav is a logged skip naming the file.
 
+Audio is read only where it matters: every wav's header gives its
+``duration`` (the annotated turn length where the wav is missing or
+unreadable), and only utterances the labels keep are read whole and run
+through MADD (``voiced`` is empty for the others). A skip reason from the
+labels comes first: an excluded utterance whose wav is also missing is
+``excluded class``.
+
 Authors
  * amser-sb contributors
 """
@@ -402,7 +409,10 @@ def analyse_wav(path, need_voiced=True, sample_rate=SAMPLE_RATE,
         out.update(status="unreadable audio", detail=f"{path}: no samples")
         return out
     out["num_samples"] = int(wav.shape[0])
-    out["voiced"] = _voiced_intervals(wav, madd_options or {})
+    try:
+        out["voiced"] = _voiced_intervals(wav, madd_options or {})
+    except Exception as err:
+        raise RuntimeError(f"{path}: MADD failed: {err}") from err
     return out
 
 
@@ -579,9 +589,11 @@ def prepare_iemocap(
     Returns
     -------
     dict
-        ``all``, ``skipped``, ``label_encoder`` (paths), ``folds`` (per
-        fold, a dict of ``train``/``valid``/``test`` CSV paths),
-        ``skipped_prep`` (True if everything was up to date).
+        ``all``, ``skipped``, ``label_encoder`` (paths), ``folder`` (the
+        protocol folder), ``folds`` (per fold, in order, a dict of
+        ``train``/``valid``/``test`` CSV paths; ``folds[k - 1]`` is
+        ``fold_<k>``), ``skipped_prep`` (True if everything was up to
+        date).
 
     Example
     -------
@@ -645,7 +657,8 @@ def prepare_iemocap(
                 "IEMOCAP preparation up to date in %s (%s protocol); "
                 "skipping", save_folder, protocol,
             )
-            return dict(out, folds=fold_paths, skipped_prep=True)
+            return dict(out, folder=protocol_folder, folds=fold_paths,
+                        skipped_prep=True)
         rows = _read_used_rows(out["all"], class_set)
     else:
         os.makedirs(save_folder, exist_ok=True)
@@ -684,7 +697,8 @@ def prepare_iemocap(
         "IEMOCAP preparation done in %.1f s -> %s", time.time() - t0,
         save_folder,
     )
-    return dict(out, folds=fold_paths, skipped_prep=False)
+    return dict(out, folder=protocol_folder, folds=fold_paths,
+                skipped_prep=False)
 
 
 def _madd_options(window, factor):

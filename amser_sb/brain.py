@@ -409,14 +409,20 @@ class AMSERBrain(sb.Brain):
             "cache_misses": self.feature_cache.misses,
         }
 
-    def _anneal_lr(self, epoch):
+    def _anneal_lr(self, epoch, valid_ua):
         """Steps ``lr_annealing`` and scales every parameter group by the
         same factor (so ``lr_wav2vec2`` follows the main schedule).
+
+        Epoch-driven schedulers (``MilestoneScheduler``, ``StepScheduler``,
+        ...) get the epoch; ``NewBobScheduler`` gets the validation error
+        ``100 - UA``.
 
         Arguments
         ---------
         epoch : int
             The epoch that just ended.
+        valid_ua : float
+            Its validation UA (percent).
 
         Returns
         -------
@@ -427,7 +433,10 @@ class AMSERBrain(sb.Brain):
         annealing = self._hparam("lr_annealing")
         if annealing is None:
             return current
-        old_lr, new_lr = annealing(epoch)
+        if isinstance(annealing, sb.nnet.schedulers.NewBobScheduler):
+            old_lr, new_lr = annealing(100.0 - valid_ua)
+        else:
+            old_lr, new_lr = annealing(epoch)
         if old_lr > 0 and new_lr != old_lr:
             for group in self.optimizer.param_groups:
                 group["lr"] = group["lr"] * new_lr / old_lr
@@ -469,7 +478,7 @@ class AMSERBrain(sb.Brain):
         os.makedirs(metrics_folder, exist_ok=True)
 
         if stage == sb.Stage.VALID:
-            lr = self._anneal_lr(epoch)
+            lr = self._anneal_lr(epoch, stats["UA"])
             self.hparams.train_logger.log_stats(
                 {"epoch": epoch, "lr": lr},
                 train_stats=getattr(self, "train_stats", None),

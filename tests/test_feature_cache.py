@@ -1,0 +1,152 @@
+"""Frozen-backbone feature cache: exactness, reuse and invalidation."""
+
+import logging
+import os
+import time
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from amser_sb.feature_cache import FeatureCache, backbone_identity
+from amser_sb.lobes import AMSER, AMResNet, CrossAttentionFusion, SSLBackbone
+
+
+@pytest.fixture
+def backbone(tiny_w2v2_group, tmp_path):
+    return SSLBackbone(tiny_w2v2_group, save_path=str(tmp_path / "pm"))
+
+
+def _wav(path, seconds=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    data = (0.1 * rng.standard_normal(int(seconds * 16000))).astype("float32")
+    soundfile.write(str(path), data, 16000, subtype="FLOAT")
+    return str(path), torch.from_numpy(data)
+
+
+def test_cached_features_equal_the_backbone_on_the_segment(backbone,
+                                                           tmp_path):
+    path, sig = _wav(tmp_path / "a.wav", 1.0)
+    cache = FeatureCache(tmp_path / "cache", backbone, dtype="float32")
+    seg = sig[4000:12000]
+    feats, lens = cache.features([seg, sig], [path, path], [4000, 0],
+                                 [12000, 16000])
+    assert cache.misses == 2 and cache.hits == 0
+    with torch.no_grad():
+        ref_seg, _ = backbone.extract(seg[None])
+        ref_all, _ = backbone.extract(sig[None])
+    assert feats.shape == (2, ref_all.shape[1], ref_all.shape[2])
+    n = ref_seg.shape[1]
+    assert torch.equal(feats[0, :n], ref_seg[0])
+    assert feats[0, n:].abs().sum() == 0  # padding
+    assert torch.equal(feats[1], ref_all[0])
+    assert torch.allclose(lens, torch.tensor([n / ref_all.shape[1], 1.0]))
+    # second time: read back, identical
+    again, _ = cache.features([seg, sig], [path, path], [4000, 0],
+                              [12000, 16000])
+    assert cache.hits == 2 and torch.equal(again, feats)
+
+
+def test_float16_storage_is_what_every_epoch_sees(backbone, tmp_path):
+    path, sig = _wav(tmp_path / "a.wav")
+    cache = FeatureCache(tmp_path / "cache", backbone)  # float16
+    first, _ = cache.features([sig], [path], [0], [16000])
+    second, _ = cache.features([sig], [path], [0], [16000])
+    assert torch.equal(first, second)
+    with torch.no_grad():
+        ref, _ = backbone.extract(sig[None])
+    assert torch.allclose(first, ref, atol=1e-2, rtol=1e-2)
+
+
+def test_changed_audio_is_recomputed(backbone, tmp_path):
+    path, sig = _wav(tmp_path / "a.wav", seed=0)
+    cache = FeatureCache(tmp_path / "cache", backbone, dtype="float32")
+    old, _ = cache.features([sig], [path], [0], [16000])
+    time.sleep(0.01)
+    _, new_sig = _wav(tmp_path / "a.wav", seed=1)  # same name, new content
+    new, _ = cache.features([new_sig], [path], [0], [16000])
+    assert cache.misses == 2 and not torch.equal(old, new)
+    # other segment bounds of the same file: another entry
+    cache.features([new_sig[:8000]], [path], [0], [8000])
+    assert cache.misses == 3
+
+
+def test_content_hash_survives_a_touch(backbone, tmp_path):
+    path, sig = _wav(tmp_path / "a.wav")
+    cache = FeatureCache(tmp_path / "cache", backbone, content_hash=True)
+    cache.features([sig], [path], [0], [16000])
+    os.utime(path, (1, 1))
+    cache2 = FeatureCache(tmp_path / "cache", backbone, content_hash=True)
+    cache2.features([sig], [path], [0], [16000])
+    assert cache2.hits == 1
+    # with size+mtime keys a touch invalidates
+    cache3 = FeatureCache(tmp_path / "cache", backbone)
+    cache3.features([sig], [path], [0], [16000])
+    os.utime(path, (2, 2))
+    cache3.features([sig], [path], [0], [16000])
+    assert cache3.misses == 2
+
+
+def test_another_backbone_never_reads_stale_features(backbone, tmp_path,
+                                                     tiny_w2v2_group):
+    path, sig = _wav(tmp_path / "a.wav")
+    root = tmp_path / "cache"
+    cache = FeatureCache(root, backbone, dtype="float32")
+    cache.features([sig], [path], [0], [16000])
+    # same backbone rebuilt from the same folder: shares the entries
+    twin = SSLBackbone(tiny_w2v2_group, save_path=str(tmp_path / "pm"))
+    assert FeatureCache(root, twin, dtype="float32").folder == cache.folder
+    # changed weights
+    with torch.no_grad():
+        twin.lobe.model.encoder.layers[0].attention.q_proj.weight.add_(0.1)
+    changed = FeatureCache(root, twin, dtype="float32")
+    assert changed.folder != cache.folder
+    changed.features([sig], [path], [0], [16000])
+    assert changed.misses == 1
+    # changed normalisation option
+    raw = SSLBackbone(tiny_w2v2_group, save_path=str(tmp_path / "pm"),
+                      normalize=False)
+    assert FeatureCache(root, raw, dtype="float32").folder != cache.folder
+    # an option that acts after the cached step does not invalidate
+    normed = SSLBackbone(tiny_w2v2_group, save_path=str(tmp_path / "pm"),
+                         output_norm=True)
+    assert FeatureCache(root, normed, dtype="float32").folder == cache.folder
+    # all hidden layers are another output
+    layers = SSLBackbone(tiny_w2v2_group, save_path=str(tmp_path / "pm"),
+                         layer_weights=True)
+    identity = backbone_identity(layers)
+    assert identity["all_hiddens"] is True
+    assert FeatureCache(root, layers, dtype="float32").folder != cache.folder
+    # another storage type
+    assert FeatureCache(root, backbone).folder != cache.folder
+
+
+def test_corrupt_entry_is_recomputed(backbone, tmp_path, caplog):
+    path, sig = _wav(tmp_path / "a.wav")
+    cache = FeatureCache(tmp_path / "cache", backbone, dtype="float32")
+    ref, _ = cache.features([sig], [path], [0], [16000])
+    entry = cache._entry(cache.audio_key(path, 0, 16000))
+    with open(entry, "wb") as handle:
+        handle.write(b"truncated")
+    with caplog.at_level(logging.WARNING, logger="amser_sb.feature_cache"):
+        again, _ = cache.features([sig], [path], [0], [16000])
+    assert "unreadable cache entry" in caplog.text
+    assert torch.equal(again, ref) and cache.misses == 2
+
+
+def test_model_output_is_the_same_with_and_without_cache(backbone, tmp_path):
+    path, sig = _wav(tmp_path / "a.wav", 1.0)
+    torch.manual_seed(0)
+    am = AMResNet(channels=8)
+    model = AMSER(backbone, am, CrossAttentionFusion(8, backbone.out_dim))
+    model.eval()
+    cache = FeatureCache(tmp_path / "cache", backbone, dtype="float32")
+    wavs = torch.stack([sig, torch.cat([sig[:8000], torch.zeros(8000)])])
+    lens = torch.tensor([1.0, 0.5])
+    feats, feat_lens = cache.features([sig, sig[:8000]], [path, path],
+                                      [0, 0], [16000, 8000])
+    with torch.no_grad():
+        direct = model(wavs, lens)
+        cached = model(wavs, lens, ssl_feats=feats, ssl_lens=feat_lens)
+    assert torch.allclose(direct, cached, atol=1e-5)

@@ -490,6 +490,21 @@ def test_bad_wavs_are_logged_skips_naming_the_file(tmp_path, caplog):
                 r["ID"] for r in read_csv(p)}
 
 
+def test_all_silent_wav_is_kept_with_a_warning(tmp_path, caplog):
+    truth = make_iemocap_corpus(tmp_path / "c", utts_per_speaker=4,
+                                sessions=(1,), kinds=("neu",))
+    u = next(iter(truth["utterances"].values()))
+    sf.write(u["wav"], np.zeros(8000, dtype=np.float32), 16000)
+    with caplog.at_level(logging.INFO, logger="amser_sb.data.iemocap"):
+        out = prepare_iemocap(truth["root"], tmp_path / "p", sessions=(1,),
+                              num_workers=1)
+    row = by_id(read_csv(out["all"]))[u["id"]]
+    assert (row["status"], row["voiced"], row["duration"]) == (
+        "used", "", "0.5")
+    assert any("1 used utterances are all silence" in r.getMessage()
+               for r in caplog.records if r.levelno == logging.WARNING)
+
+
 def test_apple_double_and_evaluator_folders_are_ignored(corpus, prepared):
     save, out = prepared
     rows = read_csv(out["all"])

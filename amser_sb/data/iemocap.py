@@ -383,27 +383,29 @@ def analyse_wav(path, need_voiced=True, sample_rate=SAMPLE_RATE,
         out.update(status="missing wav", detail=f"{path} does not exist")
         return out
     try:
-        info = sf.info(path)
+        # One open: header checks, then (if needed) the samples.
+        with sf.SoundFile(path) as audio:
+            rate, channels = audio.samplerate, audio.channels
+            out["num_samples"] = int(audio.frames)
+            wav = None
+            if need_voiced and rate == sample_rate and channels == 1:
+                wav = audio.read(dtype="float32", always_2d=False)
     except Exception as err:  # soundfile raises several types
-        out.update(status="unreadable audio", detail=f"{path}: {err}")
+        out.update(status="unreadable audio", detail=f"{path}: {err}",
+                   num_samples=None)
         return out
-    if info.samplerate != sample_rate or info.channels != 1:
+    if rate != sample_rate or channels != 1:
         out.update(
             status="not 16 kHz mono",
+            num_samples=None,
             detail=(
-                f"{path}: {info.samplerate} Hz, {info.channels} channels; "
+                f"{path}: {rate} Hz, {channels} channels; "
                 f"convert to {sample_rate} Hz mono, e.g. sox in.wav -r "
                 f"{sample_rate} -c 1 out.wav"
             ),
         )
         return out
-    out["num_samples"] = int(info.frames)
     if not need_voiced:
-        return out
-    try:
-        wav, _ = sf.read(path, dtype="float32", always_2d=False)
-    except Exception as err:
-        out.update(status="unreadable audio", detail=f"{path}: {err}")
         return out
     if wav.size == 0:
         out.update(status="unreadable audio", detail=f"{path}: no samples")
@@ -833,6 +835,12 @@ def _log_counts(used_rows, skipped_rows, class_set):
         sum(per_class.values()),
         ", ".join(f"{k} {v}" for k, v in per_class.items()), n_amb,
     )
+    silent = [row["ID"] for row in used_rows if not row["voiced"]]
+    if silent:
+        logger.warning(
+            "IEMOCAP: %d used utterances are all silence for MADD (empty "
+            "voiced), e.g. %s; they are kept", len(silent), silent[:3],
+        )
     per_reason = {}
     for row in skipped_rows:
         per_reason.setdefault(row["reason"], []).append(row)

@@ -121,6 +121,8 @@ def make_iemocap_corpus(
     ---------
     root : str or os.PathLike
         Folder to write into (created; plays ``IEMOCAP_full_release/``).
+        Use a new or empty folder: files of an earlier, different corpus
+        there are overwritten where names collide, not removed.
     utts_per_speaker : int
         Utterances per speaker (two speakers, F and M, per session).
     min_dur, max_dur : float

@@ -57,6 +57,7 @@ Authors
 
 import re
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -312,13 +313,13 @@ def mask_to_intervals(mask):
     >>> mask_to_intervals(torch.tensor([0, 1, 1, 0, 1]))
     [(1, 3), (4, 5)]
     """
-    m = torch.as_tensor(mask).reshape(-1) != 0
-    if m.numel() == 0:
+    m = torch.as_tensor(mask).reshape(-1).cpu().numpy() != 0
+    if m.size == 0:
         return []
-    edges = torch.diff(m.to(torch.int8), prepend=m.new_zeros(1, dtype=torch.int8),
-                       append=m.new_zeros(1, dtype=torch.int8))
-    starts = torch.nonzero(edges == 1).flatten().tolist()
-    ends = torch.nonzero(edges == -1).flatten().tolist()
+    # numpy: far cheaper than small torch ops for one utterance
+    edges = np.diff(m.astype(np.int8), prepend=0, append=0)
+    starts = np.flatnonzero(edges == 1).tolist()
+    ends = np.flatnonzero(edges == -1).tolist()
     return list(zip(starts, ends))
 
 

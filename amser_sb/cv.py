@@ -31,6 +31,7 @@ import math
 import os
 import re
 import sys
+import traceback
 
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml, resolve_references
@@ -73,6 +74,39 @@ def _hparam_text(hparams_file, overrides, key):
     return match.group(1).strip() if match else None
 
 
+def _from_hub_loading(err):
+    """Whether an exception was raised while loading a Hugging Face model."""
+    frames = traceback.extract_tb(err.__traceback__)
+    return any(
+        "transformers" in frame.filename or "huggingface" in frame.filename
+        for frame in frames
+    )
+
+
+def _hub_message(hub, err):
+    """The error text for a wav2vec2 checkpoint that cannot be loaded."""
+    text = f"cannot load wav2vec2_hub={hub!r}: {err}\n"
+    path_like = hub is not None and (
+        os.path.isabs(hub) or hub.startswith((".", "~"))
+    )
+    if path_like and not os.path.isdir(os.path.expanduser(hub)):
+        return text + (
+            f"The folder {hub} does not exist. Pass --wav2vec2_hub=<local "
+            "folder> holding config.json, the weights and "
+            "preprocessor_config.json, or a Hugging Face hub id."
+        )
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "")
+    return text + (
+        ("HF_HUB_OFFLINE is set, so nothing can be downloaded. " if offline
+         else "The Hub could not be reached or has no such model. ")
+        + "Pass --wav2vec2_hub=<local folder> holding config.json, the "
+        "weights and preprocessor_config.json (e.g. one written by "
+        "amser_sb.lobes.build_random_wav2vec2, or downloaded beforehand "
+        "with huggingface_hub.snapshot_download), or a hub id that is "
+        "already in the local cache."
+    )
+
+
 def load_hparams(hparams_file, overrides=None, check_data=True):
     """Loads recipe hparams, turning common mistakes into clear errors.
 
@@ -105,11 +139,14 @@ def load_hparams(hparams_file, overrides=None, check_data=True):
             hparams = load_hyperpyyaml(handle, overrides)
     except KeyError as err:
         text = str(err.args[0]) if err.args else str(err)
-        if text.startswith("Override"):
+        match = re.match(r"Override '(.+?)' not found", text)
+        if match:
             with open(hparams_file) as handle:
                 known = re.findall(r"^(\w+):", handle.read(), re.MULTILINE)
             raise RecipeError(
-                f"unknown hparam override: {text}. {hparams_file} defines: "
+                f"unknown hparam override --{match.group(1)}: "
+                f"{hparams_file} has no such key (check the spelling). "
+                "Its keys: "
                 f"{', '.join(k for k in known if not k.startswith('__'))}"
             ) from err
         raise
@@ -123,17 +160,10 @@ def load_hparams(hparams_file, overrides=None, check_data=True):
             ) from err
         raise
     except OSError as err:
+        if not _from_hub_loading(err):
+            raise
         hub = _hparam_text(hparams_file, overrides, "wav2vec2_hub")
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "")
-        raise RecipeError(
-            f"cannot load wav2vec2_hub={hub!r}: {err}\n"
-            + ("HF_HUB_OFFLINE is set, so nothing is downloaded. " if offline
-               else "")
-            + "Pass --wav2vec2_hub=<local folder> holding config.json, the "
-            "weights and preprocessor_config.json (e.g. one written by "
-            "amser_sb.lobes.build_random_wav2vec2 or snapshot_download), "
-            "or a hub id that is cached or downloadable."
-        ) from err
+        raise RecipeError(_hub_message(hub, err)) from err
     if check_data and not hparams.get("skip_prep", False):
         folder = hparams["data_folder"]
         if not os.path.isdir(folder):
@@ -449,6 +479,7 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="amser-sb cv",
+        allow_abbrev=False,
         description="Train and test every fold of a protocol; write "
         "results.md and results.json.",
     )

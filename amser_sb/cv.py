@@ -3,7 +3,7 @@
 One command runs a whole protocol (10 folds leave-one-speaker-out, or 5
 leave-one-session-out)::
 
-    amser-sb cv hparams/am_resnet_w2v2.yaml --data_folder=/data/IEMOCAP \
+    amser-sb cv hparams/am_resnet_w2v2.yaml --data_folder=/data/IEMOCAP \\
         --protocol speaker
     # or, in recipes/IEMOCAP/emotion_recognition:  python cv.py <same>
 

@@ -43,7 +43,11 @@ __all__ = ["FeatureCache", "backbone_identity", "weights_fingerprint"]
 CACHE_FORMAT = 1
 
 # Configuration entries that name where a model came from, not what it does.
-_VOLATILE_CONFIG_KEYS = ("_name_or_path", "transformers_version", "_commit_hash")
+_VOLATILE_CONFIG_KEYS = (
+    "_name_or_path",
+    "transformers_version",
+    "_commit_hash",
+)
 # Module attributes that do not change what ``extract`` returns.
 _IGNORED_OPTIONS = ("training", "per_utterance", "output_norm", "freeze")
 

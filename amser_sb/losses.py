@@ -83,7 +83,9 @@ def soft_target_cross_entropy(
             f"{tuple(targets.shape)} must both be [batch, n_classes]"
         )
     if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1): {label_smoothing}")
+        raise ValueError(
+            f"label_smoothing must be in [0, 1): {label_smoothing}"
+        )
 
     targets = targets.to(log_probs.dtype)
     if bool((targets < 0).any()):

@@ -398,7 +398,9 @@ class ClassificationStats:
             writer.writerow(["reference\\predicted"] + self.labels)
             for label, row in zip(self.labels, summary["confusion"]):
                 writer.writerow([label] + row)
-        save_confusion_png(matrix, self.labels, f"{prefix}_confusion.png", title)
+        save_confusion_png(
+            matrix, self.labels, f"{prefix}_confusion.png", title
+        )
         posteriors = self.posteriors()
         with open(f"{prefix}_predictions.csv", "w", newline="") as handle:
             writer = csv.writer(handle)

@@ -382,7 +382,9 @@ def build_segment_dataset(
             "%s: leaving out %d ambiguous of %d utterances (%s)",
             csv_path, dropped, len(rows), reason,
         )
-    segment = int(round(segment_seconds * sample_rate)) if segment_seconds else 0
+    segment = 0
+    if segment_seconds:
+        segment = int(round(segment_seconds * sample_rate))
     hop = int(round(hop_seconds * sample_rate)) if hop_seconds else None
     per_utterance = stage == "train" and train_segments == "random"
 

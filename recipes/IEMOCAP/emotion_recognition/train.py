@@ -7,7 +7,8 @@ Trains one fold of a cross-validation protocol (``--protocol``, ``--fold``)
 and tests the checkpoint with the best validation UA on the fold's test
 speaker (or session)::
 
-    python train.py hparams/am_resnet_w2v2.yaml --data_folder=/data/IEMOCAP_full_release
+    python train.py hparams/am_resnet_w2v2.yaml \\
+        --data_folder=/data/IEMOCAP_full_release
 
 Every fold in one command, with a results table: ``python cv.py`` (same
 arguments). The training loop is ``amser_sb.brain.AMSERBrain``; the data

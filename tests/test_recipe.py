@@ -132,7 +132,7 @@ def test_cross_validation_two_folds(corpus, tiny_w2v2_group, tmp_path,
                                     monkeypatch, capsys):
     args = [FULL, "--protocol", "session", "--noprogressbar",
             *_overrides(corpus, tiny_w2v2_group, tmp_path / "exp", epochs=1)]
-    result = cv.main(args)
+    result = cv.run_cv(args)
     folder = tmp_path / "exp" / "session"
     assert [fold["fold"] for fold in result["folds"]] == [1, 2]
     assert [fold["test_groups"] for fold in result["folds"]] == [
@@ -152,8 +152,12 @@ def test_cross_validation_two_folds(corpus, tiny_w2v2_group, tmp_path,
         raise AssertionError("a finished fold was retrained")
 
     monkeypatch.setattr(cv, "run_fold", no_training)
-    again = cv.main(args)
+    again = cv.run_cv(args)
     assert again["folds"] == result["folds"]
+    # and through the command line: amser-sb cv ...
+    from amser_sb import cli
+
+    assert cli.main(["cv", *args]) == 0
 
 
 def test_unknown_override_is_a_clear_error(corpus, tiny_w2v2_group, tmp_path):

@@ -10,13 +10,15 @@ and interrupted folds), then writes ``results.md`` and ``results.json``
         --data_folder=/data/IEMOCAP_full_release \\
         --protocol speaker [--folds 1,2] [--key=value ...]
 
-Same as ``amser-sb cv``; the logic is ``amser_sb.cv.main``.
+Same as ``amser-sb cv``; the logic is ``amser_sb.cv.run_cv``.
 
 Authors
  * amser-sb contributors 2026
 """
 
+import sys
+
 from amser_sb.cv import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -568,6 +568,47 @@ def test_custom_regex_and_label_map(tmp_path):
     check_loso(save, ["alice", "bob"])
 
 
+def test_custom_speakers_and_recordings(tmp_path):
+    """Speakers and recordings both named: LOSO, recordings whole."""
+    root = str(tmp_path / "mine")
+    for spk in ("s1", "s2", "s3"):
+        for rec in range(4):
+            for seg in "ab":
+                emo = ("pos", "neg")[rec % 2]
+                write(root, f"{spk}_rec{rec}{seg}_{emo}.wav")
+    save = str(tmp_path / "prep")
+    summary = prepare_corpus(
+        "custom", root, save, label_regex=r"_([a-z]+)$",
+        speaker_regex=r"^(s\d)_", group_regex=r"^(s\d_rec\d)",
+        valid_ratio=0.3,
+    )
+    assert summary["protocol"] == "speaker"
+    check_loso(save, ["s1", "s2", "s3"])
+    for fold in fold_rows(save, "speaker"):
+        train = {r["session"] for r in fold["train"]}
+        assert fold["valid"]
+        assert not train & {r["session"] for r in fold["valid"]}
+    grouped = prepare_corpus(
+        "custom", root, save, label_regex=r"_([a-z]+)$",
+        speaker_regex=r"^(s\d)_", group_regex=r"^(s\d_rec\d)",
+        protocol="grouped", n_folds=4,
+    )
+    assert grouped["n_folds"] == 4
+    for fold in fold_rows(save, "grouped"):
+        test = {r["session"] for r in fold["test"]}
+        assert not test & {r["session"] for s in ("train", "valid")
+                           for r in fold[s]}
+
+
+def test_corrupt_summary_rebuilds(emodb, tmp_path):
+    save = str(tmp_path / "prep")
+    prepare_corpus("emodb", emodb, save)
+    with open(os.path.join(save, "prepare_summary.json"), "w") as fout:
+        fout.write("{not json")
+    summary = prepare_corpus("emodb", emodb, save)
+    assert not summary["skipped_prep"] and summary["n_used"] == 22
+
+
 def test_custom_without_map_or_speakers(tmp_path):
     root = str(tmp_path / "mine")
     for rec in range(6):

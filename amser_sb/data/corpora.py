@@ -1265,10 +1265,15 @@ def prepare_corpus(
     manifest_ok = mf.is_up_to_date(save_folder, manifest_stamp,
                                    list(out.values()))
     if manifest_ok:
-        summary = _read_summary(out["summary"])
-        rows = [r for r in mf.read_manifest(out["all"], class_set)
-                if r["status"] == "used"]
-    else:
+        try:
+            summary = _read_summary(out["summary"])
+            rows = [r for r in mf.read_manifest(out["all"], class_set)
+                    if r["status"] == "used"]
+        except (OSError, ValueError, KeyError) as err:
+            logger.warning("%s: rebuilding, outputs unreadable (%s)",
+                           naming.name, err)
+            manifest_ok = False
+    if not manifest_ok:
         os.makedirs(save_folder, exist_ok=True)
         mf.remove_stamp(save_folder)
         rows, summary = _build(
@@ -1502,9 +1507,13 @@ def _make_folds(rows, naming, protocol, class_set, save_folder,
     if not reused:
         os.makedirs(folder, exist_ok=True)
         mf.remove_stamp(folder)
+        # Groups finer than speakers (recordings of a speaker) stay whole
+        # in valid too.
+        recordings = any(r["session"] != r["spk_id"] for r in rows)
         if protocol == "speaker":
             folds = leave_one_group_out(
                 rows, "spk_id", valid_ratio=valid_ratio, seed=seed,
+                valid_group_key="session" if recordings else None,
             )
             speaker_key = "spk_id"
         else:
@@ -1512,7 +1521,8 @@ def _make_folds(rows, naming, protocol, class_set, save_folder,
                 rows, "session", "emo", n_folds=n_folds,
                 valid_ratio=valid_ratio, seed=seed,
             )
-            speaker_key = "spk_id" if naming.speakers_known else None
+            # Speaker-disjoint only when the groups are the speakers.
+            speaker_key = None if recordings else "spk_id"
         paths = write_folds(folds, folder, class_set, speaker_key)
         mf.write_stamp(folder, stamp)
     n = len(paths)
@@ -1744,6 +1754,12 @@ def run_prepare(args):
     -------
     int
         Exit status (0).
+
+    Raises
+    ------
+    SystemExit
+        With the message of a bad option or a missing folder (no
+        traceback).
     """
     preset = args.preset
     if not args.save_folder or not (
@@ -1766,7 +1782,17 @@ def run_prepare(args):
             f"prepare: give --preset ({', '.join(preset_names())}) or "
             "--label_regex"
         )
-    summary = prepare_corpus(
+    try:
+        summary = _prepare_from_args(preset, args)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"prepare: {err}") from None
+    print(format_summary(summary))
+    return 0
+
+
+def _prepare_from_args(preset, args):
+    """:func:`prepare_corpus` with the options of ``args``."""
+    return prepare_corpus(
         preset,
         args.data_folder,
         args.save_folder,
@@ -1781,8 +1807,6 @@ def run_prepare(args):
         seed=getattr(args, "seed", 1234),
         min_sample_rate=getattr(args, "min_sample_rate", SAMPLE_RATE),
     )
-    print(format_summary(summary))
-    return 0
 
 
 def format_summary(summary):

@@ -113,6 +113,7 @@ def emodb(tmp_path):
     write(root, "wav/03a02Xa.wav")  # unknown emotion letter
     write(root, "wav/notes.wav")  # matches no pattern
     write(root, "wav/._03a01Fa.wav")  # macOS AppleDouble copy
+    write(root, "__MACOSX/wav/._03a01Wa.wav")  # zip archive clutter
     write(root, "wav/99a01Fa.wav")  # not an EmoDB speaker
     write_text(root, "erkennung.txt")
     return root
@@ -144,10 +145,11 @@ def test_emodb_manifest_exact(emodb, tmp_path):
         "03a02Xa.wav": "unknown code",
         "notes.wav": "no pattern match",
         "._03a01Fa.wav": "hidden file",
+        "._03a01Wa.wav": "hidden file",
         "99a01Fa.wav": "unknown speaker",
     }
     assert summary["skipped_by_reason"] == {
-        "hidden file": 1, "no pattern match": 1, "unknown code": 1,
+        "hidden file": 2, "no pattern match": 1, "unknown code": 1,
         "unknown speaker": 1,
     }
     assert summary["ignored_extensions"] == {".txt": 1}
@@ -239,7 +241,7 @@ def test_save_folder_inside_data_folder_is_not_scanned(emodb):
     n = len(used(save))
     summary = prepare_corpus("emodb", emodb, save, classes="iemocap",
                              protocol="speaker")
-    assert summary["n_files"] == 26  # the wav16k copies are not inputs
+    assert summary["n_files"] == 27  # the wav16k copies are not inputs
     assert n == 22
 
 
@@ -713,7 +715,7 @@ def test_cli_arguments_and_run(emodb, tmp_path, capsys):
     ])
     assert corpora.run_prepare(args) == 0
     out = capsys.readouterr().out
-    assert "emodb: 16 of 26 files used" in out
+    assert "emodb: 16 of 27 files used" in out
     assert "leave" not in out or "speaker" in out
     assert "folds: speaker, 3 folds" in out
     assert used(save)["03a01La"]["emo"] == "neu"

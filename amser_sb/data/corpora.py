@@ -933,10 +933,16 @@ def _naming(preset, label_regex, speaker_regex, group_regex, label_map):
         code_map = overrides or None
         return naming, code_map
     key = str(preset).lower()
+    if key == "iemocap":
+        raise ValueError(
+            "IEMOCAP has its own preparation (labels from EmoEvaluation "
+            "files): amser_sb.data.iemocap.prepare_iemocap, or amser-sb "
+            "prepare --preset iemocap"
+        )
     if key not in PRESETS:
         raise ValueError(
             f"unknown corpus preset {preset!r}; choose one of "
-            f"{preset_names()} (or 'iemocap' for the IEMOCAP preparation)"
+            f"{preset_names()} (or use the IEMOCAP preparation)"
         )
     if label_regex or speaker_regex or group_regex:
         raise ValueError(

@@ -1857,8 +1857,9 @@ def format_summary(summary):
         f"files used -> {os.path.dirname(summary['all'])}",
         "classes: " + ", ".join(
             f"{c} {n}" for c, n in summary["class_counts"].items()
-        ) + (f" (lacks {', '.join(summary['lacking'])} of IEMOCAP's)"
-             if summary["lacking"] else ""),
+        ) + (" (lacks IEMOCAP's " + ", ".join(
+            f"{c} = {CLASS_NAMES.get(c, c)}" for c in summary["lacking"]
+        ) + ")" if summary["lacking"] else ""),
         f"folds: {summary['protocol']}, {summary['n_folds']} folds "
         f"({summary['protocol_reason']})",
     ]

@@ -237,9 +237,14 @@ class ClassificationStats:
     """Collects posteriors and scores per utterance.
 
     Segments appended under the same utterance ID are merged: the
-    utterance's posterior is the unweighted mean of its segments' posterior
-    probabilities, and its prediction is the arg-max of that mean (ties go
-    to the lowest index). Every utterance must keep one reference class.
+    utterance's posterior is the renormalised geometric mean of its
+    segments' posteriors, i.e. the softmax of the mean segment
+    log-probability (equivalently of the mean segment logits). Because the
+    classifier is one linear layer, this equals classifying the mean
+    segment embedding, which is what an exported model does
+    (``amser_sb.lobes.UtteranceEncoder``), so exported predictions equal
+    these. The prediction is the arg-max (ties go to the lowest index).
+    Every utterance must keep one reference class.
 
     Arguments
     ---------
@@ -256,6 +261,8 @@ class ClassificationStats:
     (100.0, 100.0, {'neu': 100.0, 'hap': 100.0})
     >>> stats.predictions()["a"]
     1
+    >>> stats.posteriors()["a"]  # softmax of the mean log-probability
+    tensor([0.2899, 0.7101])
     """
 
     def __init__(self, labels):
@@ -284,13 +291,14 @@ class ClassificationStats:
         """
         probs = torch.as_tensor(probs).detach().float().cpu()
         probs = probs.reshape(len(ids), -1)
+        log_probs = torch.log(probs.clamp_min(1e-30))
         if probs.shape[1] != self.n_classes:
             raise ValueError(
                 f"probs have {probs.shape[1]} classes, "
                 f"expected {self.n_classes}"
             )
         targets = torch.as_tensor(targets).flatten().tolist()
-        for utt_id, prob, target in zip(ids, probs, targets):
+        for utt_id, prob, target in zip(ids, log_probs, targets):
             target = int(target)
             if not 0 <= target < self.n_classes:
                 raise ValueError(
@@ -311,15 +319,16 @@ class ClassificationStats:
                 self._targets[utt_id] = target
 
     def posteriors(self):
-        """Per-utterance mean posteriors.
+        """Per-utterance posteriors (softmax of the mean log-probability).
 
         Returns
         -------
         dict
-            Utterance ID -> ``[n_classes]`` mean probabilities.
+            Utterance ID -> ``[n_classes]`` probabilities.
         """
         return {
-            utt: self._sums[utt] / self._counts[utt] for utt in self._sums
+            utt: torch.softmax(self._sums[utt] / self._counts[utt], dim=0)
+            for utt in self._sums
         }
 
     def predictions(self):

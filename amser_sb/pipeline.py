@@ -18,8 +18,8 @@ paper). How an utterance becomes segments:
   segment. Drawing from the fixed grid, rather than at any offset, keeps
   the frozen-backbone feature cache finite.
 - **evaluation** (valid and test): one item per grid segment; the Brain
-  averages the segments' posterior probabilities per utterance and predicts
-  the arg-max (:class:`amser_sb.metrics.ClassificationStats`).
+  takes the softmax of the segments' mean log-probability per utterance and
+  predicts the arg-max (:class:`amser_sb.metrics.ClassificationStats`).
 
 Every item provides ``sig`` (``[time]`` float waveform), ``mask`` (the
 ``voiced`` column's MADD intervals cut to the segment, ``[time]`` 0/1),

@@ -81,8 +81,8 @@ def test_confusion_matrix_rejects_bad_indices():
 def test_segments_are_averaged_per_utterance():
     stats = ClassificationStats(["neu", "hap", "sad"])
     # utterance u1: two segments lean "neu" a little, one is sure of "hap":
-    # mean = (0.4+0.4+0.0, 0.3+0.3+1.0, ...)/3 -> hap (a majority vote of
-    # segment decisions would say neu)
+    # the mean log-probability favours hap (a majority vote of segment
+    # decisions would say neu)
     stats.append(
         ["u1", "u1"],
         torch.tensor([[0.4, 0.3, 0.3], [0.4, 0.3, 0.3]]),
@@ -91,8 +91,12 @@ def test_segments_are_averaged_per_utterance():
     stats.append(["u1", "u2"], torch.tensor([[0.0, 1.0, 0.0], [0.1, 0.1, 0.8]]),
                  [1, 0])
     assert stats.predictions() == {"u1": 1, "u2": 2}
+    # softmax of the mean segment log-probability (renormalised geometric
+    # mean), the rule an exported model reproduces exactly
+    log_p = torch.log(torch.tensor([[0.4, 0.3, 0.3], [0.4, 0.3, 0.3],
+                                    [1e-30, 1.0, 1e-30]]))
     assert torch.allclose(
-        stats.posteriors()["u1"], torch.tensor([0.8, 1.6, 0.6]) / 3
+        stats.posteriors()["u1"], torch.softmax(log_p.mean(0), dim=0)
     )
     summary = stats.summarize()
     assert summary["n_utterances"] == 2 and summary["n_segments"] == 4

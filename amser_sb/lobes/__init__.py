@@ -18,6 +18,7 @@ from amser_sb.lobes.mask_resnet import (
     MaskResBlock,
     VoicedAttention,
 )
+from amser_sb.lobes.utterance import Passthrough, UtteranceEncoder
 from amser_sb.lobes.ssl import (
     SSLBackbone,
     build_random_wav2vec2,
@@ -33,7 +34,9 @@ __all__ = [
     "EmotionClassifier",
     "MaskResBlock",
     "MaskedConv1d",
+    "Passthrough",
     "SSLBackbone",
+    "UtteranceEncoder",
     "VoicedAttention",
     "build_random_wav2vec2",
     "masked_mean",

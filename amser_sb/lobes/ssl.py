@@ -196,6 +196,54 @@ def normalize_waveforms(wavs, wav_lens=None, eps=NORM_EPS):
     return torch.where(valid.bool(), out, torch.zeros_like(out))
 
 
+def _lobe_from_config(config, freeze, freeze_feature_extractor,
+                      layer_weights):
+    """SpeechBrain's ``Wav2Vec2`` lobe around a model built from a config.
+
+    The lobe's constructor always fetches a configuration and weights
+    (from the Hub or a folder); here the Hugging Face model is built from
+    ``config`` alone and the lobe's attributes are set as its constructor
+    would (SpeechBrain 1.1), so forward passes and state-dict keys are the
+    same as for a lobe loaded from a folder.
+
+    Arguments
+    ---------
+    config : dict
+        Hugging Face configuration (``model_type`` included).
+    freeze, freeze_feature_extractor, layer_weights : bool
+        As in ``SSLBackbone``.
+
+    Returns
+    -------
+    speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2
+    """
+    from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
+    from transformers import AutoConfig, AutoModel
+
+    config = dict(config)
+    model_type = config.pop("model_type", "wav2vec2")
+    hf_config = AutoConfig.for_model(model_type, **config)
+    lobe = Wav2Vec2.__new__(Wav2Vec2)
+    torch.nn.Module.__init__(lobe)
+    lobe.config = hf_config
+    lobe.quantization_config = None
+    lobe.for_pretraining = False
+    lobe.model = AutoModel.from_config(hf_config)
+    lobe.model.config.apply_spec_augment = False
+    lobe.freeze = freeze
+    if freeze:
+        lobe.freeze_model(lobe.model)
+    lobe.freeze_feature_extractor = freeze_feature_extractor
+    if not freeze and freeze_feature_extractor:
+        lobe.model.feature_extractor.eval()
+        for param in lobe.model.feature_extractor.parameters():
+            param.requires_grad = False
+    lobe.normalize_wav = False
+    lobe.output_norm = False
+    lobe.output_all_hiddens = layer_weights
+    return lobe
+
+
 class SSLBackbone(torch.nn.Module):
     """wav2vec2 / HuBERT / WavLM branch, padding-safe, optionally weighted.
 
@@ -204,6 +252,7 @@ class SSLBackbone(torch.nn.Module):
     source : str
         Hugging Face hub id (e.g. ``"facebook/wav2vec2-base"``; the paper
         used ``"facebook/wav2vec2-base-960h"``) or a local folder.
+        Not needed with ``config``.
     save_path : str
         Download cache of the hub model.
     freeze : bool
@@ -231,6 +280,12 @@ class SSLBackbone(torch.nn.Module):
         Layer-norm each output frame over its features (no affine). Unlike
         SpeechBrain's ``output_norm``, which normalises over time and
         features of the padded batch, this is per frame.
+    config : dict, optional
+        A Hugging Face model configuration (``config.json`` as a dict): the
+        backbone is built from it with random weights, without reading or
+        downloading anything, for weights that a checkpoint loads next
+        (exported models embed it; see ``amser_sb.export``). Needs an
+        explicit ``normalize``.
     **kwargs
         Passed on to SpeechBrain's ``Wav2Vec2`` (e.g.
         ``apply_spec_augment``).
@@ -249,7 +304,7 @@ class SSLBackbone(torch.nn.Module):
 
     def __init__(
         self,
-        source,
+        source=None,
         save_path="pretrained_models",
         freeze=True,
         freeze_feature_extractor=False,
@@ -257,20 +312,38 @@ class SSLBackbone(torch.nn.Module):
         normalize="auto",
         per_utterance="auto",
         output_norm=False,
+        config=None,
         **kwargs,
     ):
         super().__init__()
-        from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
+        if config is not None:
+            if normalize == "auto":
+                raise ValueError(
+                    "SSLBackbone(config=...) needs normalize=True/False "
+                    "(there is no preprocessor_config.json to read it from)"
+                )
+            self.lobe = _lobe_from_config(
+                config, freeze, freeze_feature_extractor, layer_weights
+            )
+        elif source is None:
+            raise ValueError(
+                "SSLBackbone needs a source (hub id or local folder) or a "
+                "config (a Hugging Face config dict)"
+            )
+        else:
+            from speechbrain.integrations.huggingface.wav2vec2 import (
+                Wav2Vec2,
+            )
 
-        self.lobe = Wav2Vec2(
-            source,
-            save_path=save_path,
-            freeze=freeze,
-            freeze_feature_extractor=freeze_feature_extractor,
-            output_norm=False,
-            output_all_hiddens=layer_weights,
-            **kwargs,
-        )
+            self.lobe = Wav2Vec2(
+                source,
+                save_path=save_path,
+                freeze=freeze,
+                freeze_feature_extractor=freeze_feature_extractor,
+                output_norm=False,
+                output_all_hiddens=layer_weights,
+                **kwargs,
+            )
         self.freeze = freeze
         config = self.lobe.model.config
         if normalize == "auto":

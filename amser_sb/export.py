@@ -130,21 +130,14 @@ def find_template():
 
 
 def _best_checkpoint(fold_folder):
-    """``(checkpoint folder, meta)`` with the highest valid UA in a fold."""
-    best = None
-    for meta_path in glob.glob(os.path.join(fold_folder, "save", "CKPT+*",
-                                            "CKPT.yaml")):
-        with open(meta_path, encoding="utf-8") as handle:
-            meta = yaml.safe_load(handle) or {}
-        if "UA" not in meta:
-            continue
-        key = (float(meta["UA"]), float(meta.get("WA", 0)),
-               float(meta.get("unixtime", 0)))
-        if best is None or key > best[0]:
-            best = (key, os.path.dirname(meta_path), meta)
-    if best is None:
+    """``(checkpoint folder, meta)`` with the highest valid UA, or None."""
+    from amser_sb.brain import find_best_checkpoint
+
+    try:
+        best = find_best_checkpoint(os.path.join(fold_folder, "save"))
+    except FileNotFoundError:
         return None
-    return best[1], best[2]
+    return str(best.path), dict(best.meta)
 
 
 def find_best_fold(experiment):

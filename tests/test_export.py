@@ -1,0 +1,245 @@
+"""Export -> plain EncoderClassifier (offline, fresh process) -> classify.
+
+One tiny fold is trained once per module (1 epoch, tiny wav2vec2, 8-channel
+AM-ResNet); every test here uses its exported model.
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from amser_sb.classify import (
+    SILENCE_LABEL,
+    AudioInputError,
+    classify_file,
+    classify_long,
+    load_classifier,
+)
+from amser_sb.cv import run_fold
+from amser_sb.export import ExportError, export_model
+from amser_sb.hub import ModelFolderError, push_model, validate_model_folder
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FULL = os.path.join(HERE, "..", "recipes", "IEMOCAP", "emotion_recognition",
+                    "hparams", "am_resnet_w2v2.yaml")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_w2v2_group):
+    """A fold trained for one epoch and its exported model folder."""
+    from amser_sb.data.synthetic import make_iemocap_corpus
+
+    root = tmp_path_factory.mktemp("export")
+    corpus = root / "IEMOCAP_full_release"
+    make_iemocap_corpus(corpus, utts_per_speaker=6, sessions=(1, 2),
+                        min_dur=1.0, max_dur=2.5)
+    values = {
+        "data_folder": corpus,
+        "wav2vec2_hub": tiny_w2v2_group,
+        "output_root": root / "exp",
+        "feature_cache_folder": root / "cache",
+        # float32 cache: the test compares posteriors to 1e-4
+        "feature_cache_dtype": "float32",
+        "pretrained_folder": root / "pretrained",
+        "prepare_sessions": "[1, 2]",
+        "prepare_num_workers": 1,
+        "number_of_epochs": 1,
+        "batch_size": 8,
+        "num_workers": 0,
+        "segment_seconds": 1.0,
+        "am_resnet_channels": 8,
+        "fusion_dim": 16,
+        "fusion_heads": 2,
+        "fusion_ffn_dim": 32,
+        "ckpt_interval_minutes": 0,
+    }
+    overrides = "\n".join(f"{k}: {v}" for k, v in values.items())
+    run_fold(FULL, {"noprogressbar": True}, overrides)
+    fold = root / "exp" / "speaker" / "fold_1"
+    model_dir = root / "model"
+    export_model(str(root / "exp"), str(model_dir))
+    return {"root": root, "fold": fold, "model": str(model_dir)}
+
+
+def _test_rows(fold):
+    with open(fold / "test_predictions.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _wav_paths(root):
+    with open(root / "exp" / "manifests" / "all.csv") as handle:
+        return {row["ID"]: row["wav"] for row in csv.DictReader(handle)}
+
+
+def test_model_folder_contents(trained):
+    names = set(os.listdir(trained["model"]))
+    assert {
+        "hyperparams.yaml", "embedding_model.ckpt", "classifier.ckpt",
+        "label_encoder.txt", "label_encoder.ckpt", "README.md",
+        "training.json", "wav2vec2",
+    } <= names
+    assert sorted(os.listdir(os.path.join(trained["model"], "wav2vec2"))) \
+        == ["config.json", "preprocessor_config.json"]
+    card = open(os.path.join(trained["model"], "README.md")).read()
+    assert "EncoderClassifier.from_hparams" in card
+    assert "`neu`, `hap`, `sad`, `ang`" in card
+    assert "| WA | UA |" in card  # this fold's test results
+    info = json.load(open(os.path.join(trained["model"], "training.json")))
+    assert info["labels"] == ["neu", "hap", "sad", "ang"]
+    assert info["epoch"] == 1
+
+
+def test_fresh_process_offline_matches_training_time(trained, tmp_path):
+    """Plain EncoderClassifier, new process, other cwd, HF offline."""
+    rows = _test_rows(trained["fold"])
+    paths = _wav_paths(trained["root"])
+    files = [paths[row["ID"]] for row in rows]
+    script = (
+        "import json, sys, torch\n"
+        "from speechbrain.inference.classifiers import EncoderClassifier\n"
+        "clf = EncoderClassifier.from_hparams(source=sys.argv[1],"
+        " savedir='sd')\n"
+        "out = {}\n"
+        "for f in sys.argv[2:]:\n"
+        "    p, s, i, lab = clf.classify_file(f)\n"
+        "    out[f] = [p[0].tolist(), lab[0]]\n"
+        "print(json.dumps(out))\n"
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", script, trained["model"], *files],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for row, path in zip(rows, files):
+        probs, label = result[path]
+        expected = [float(row[f"p_{c}"]) for c in ("neu", "hap", "sad", "ang")]
+        np.testing.assert_allclose(probs, expected, atol=1e-4)
+        assert label == row["predicted"]
+
+
+def test_prediction_does_not_depend_on_the_batch(trained, tmp_path):
+    clf = load_classifier(trained["model"], savedir=str(tmp_path / "sd"))
+    paths = sorted(_wav_paths(trained["root"]).values())[:3]
+    wavs = [torch.from_numpy(sf.read(p, dtype="float32")[0]) for p in paths]
+    longest = max(w.numel() for w in wavs)
+    batch = torch.zeros(len(wavs), longest)
+    for i, w in enumerate(wavs):
+        batch[i, : w.numel()] = w
+    lens = torch.tensor([w.numel() / longest for w in wavs])
+    together, _, _, _ = clf.classify_batch(batch, lens)
+    for i, w in enumerate(wavs):
+        alone, _, _, _ = clf.classify_batch(w.unsqueeze(0))
+        torch.testing.assert_close(together[i], alone[0], atol=1e-4,
+                                   rtol=0)
+
+
+def test_stereo_and_other_rates(trained, tmp_path):
+    import torchaudio
+
+    clf = load_classifier(trained["model"], savedir=str(tmp_path / "sd"))
+    path = sorted(_wav_paths(trained["root"]).values())[0]
+    mono, sr = sf.read(path, dtype="float32")
+    ref = classify_file(clf, path)
+    up = torchaudio.functional.resample(torch.from_numpy(mono), sr, 44100)
+    stereo = torch.stack([up, up], dim=1).numpy()
+    sf.write(tmp_path / "stereo44k.wav", stereo, 44100)
+    res = classify_file(clf, str(tmp_path / "stereo44k.wav"))
+    assert res.label == ref.label
+    for key, value in ref.posteriors.items():
+        assert abs(res.posteriors[key] - value) < 0.05
+    # SpeechBrain's own classify_file resamples and downmixes too
+    _, _, _, lab = clf.classify_file(str(tmp_path / "stereo44k.wav"))
+    assert lab[0] in ref.posteriors
+
+
+def test_empty_and_silent_audio(trained, tmp_path):
+    clf = load_classifier(trained["model"], savedir=str(tmp_path / "sd"))
+    sf.write(tmp_path / "empty.wav", np.zeros(0, dtype="float32"), 16000)
+    with pytest.raises(AudioInputError, match="empty"):
+        classify_file(clf, str(tmp_path / "empty.wav"))
+    sf.write(tmp_path / "silent.wav", np.zeros(16000 * 10, "float32"), 16000)
+    res = classify_long(clf, str(tmp_path / "silent.wav"))
+    assert res.label == SILENCE_LABEL and res.posteriors == {}
+    assert all(w.label == SILENCE_LABEL for w in res.windows)
+    with pytest.raises(ValueError, match="empty waveform"):
+        clf.classify_batch(torch.zeros(1, 100), torch.tensor([0.0]))
+
+
+def test_missing_model_files_are_clear_errors(trained, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("hyperparams.yaml", "embedding_model.ckpt",
+                 "classifier.ckpt"):
+        (broken / name).write_bytes(
+            open(os.path.join(trained["model"], name), "rb").read()
+        )
+    with pytest.raises(FileNotFoundError, match="label_encoder.txt"):
+        load_classifier(str(broken))
+    with pytest.raises(ModelFolderError, match="label_encoder.txt"):
+        validate_model_folder(str(broken))
+    # the plain SpeechBrain loader fails loudly too (not an empty encoder)
+    (broken / "label_encoder.txt").write_text("")
+    (broken / "label_encoder.ckpt").write_text("")
+    from speechbrain.inference.classifiers import EncoderClassifier
+
+    with pytest.raises(Exception):
+        EncoderClassifier.from_hparams(source=str(broken),
+                                       savedir=str(tmp_path / "sd2"))
+    with pytest.raises(ExportError, match="does not exist"):
+        export_model(str(tmp_path / "nope"), str(tmp_path / "out"))
+
+
+def test_classify_cli_long_recording(trained, tmp_path):
+    """A 3-minute recording: per-window emotions with timestamps."""
+    paths = sorted(_wav_paths(trained["root"]).values())
+    pieces, total = [], 0
+    rng = np.random.default_rng(0)
+    while total < 180 * 16000:
+        wav = sf.read(paths[len(pieces) % len(paths)], dtype="float32")[0]
+        gap = (1e-4 * rng.standard_normal(16000)).astype("float32")
+        pieces += [wav, gap]
+        total += wav.size + gap.size
+    recording = np.concatenate(pieces)[: 180 * 16000]
+    recording[60 * 16000 : 70 * 16000] = 0.0  # ten seconds of silence
+    sf.write(tmp_path / "long.wav", recording, 16000)
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "amser_sb.cli", "classify",
+         str(tmp_path / "long.wav"), "--model", trained["model"],
+         "--savedir", str(tmp_path / "sd"), "--window", "4", "--hop", "2",
+         "--json"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["duration"] == pytest.approx(180.0)
+    windows = out["windows"]
+    assert len(windows) == 89  # 0-4, 2-6, ..., 176-180
+    assert windows[0]["start"] == 0 and windows[-1]["end"] == 180.0
+    silent = [w for w in windows if 60 <= w["start"] and w["end"] <= 70]
+    assert silent and all(w["label"] == SILENCE_LABEL for w in silent)
+    voiced = [w for w in windows if w["label"] != SILENCE_LABEL]
+    assert len(voiced) > 60
+    assert all(
+        abs(sum(w["posteriors"].values()) - 1) < 1e-2 for w in voiced
+    )
+    assert out["label"] in ("neu", "hap", "sad", "ang")
+
+
+def test_push_dry_run_validates_and_lists(trained, capsys):
+    summary = push_model(trained["model"], "someone/amser-test", dry_run=True)
+    assert summary["uploaded"] is False
+    assert summary["labels"] == ["neu", "hap", "sad", "ang"]
+    names = [rel for rel, _ in summary["files"]]
+    assert "embedding_model.ckpt" in names and "hyperparams.yaml" in names
+    with pytest.raises(ValueError, match="user/repo"):
+        push_model(trained["model"], "not-a-repo-id", dry_run=True)

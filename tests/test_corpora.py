@@ -644,6 +644,8 @@ def test_bad_options_raise_clear_errors(emodb, tmp_path):
         prepare_corpus("emodb", emodb, save, label_map="W:ang")
     with pytest.raises(ValueError, match=r"classes \['cal'\] are not in"):
         prepare_corpus("emodb", emodb, save, classes="neu,cal")
+    with pytest.raises(ValueError, match="fewer than 2 classes"):
+        prepare_corpus("custom", emodb, save, label_regex=r"(F)a$")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         prepare_corpus("emodb", str(tmp_path / "nowhere"), save)
     with pytest.raises(ValueError, match="protocol 'speaker' needs"):

@@ -664,8 +664,7 @@ def select_classes(available, classes=None, corpus="the corpus"):
     names : list of str
         The class set, in order.
     lacking : list of str
-        Classes asked for (IEMOCAP's four for ``"iemocap"``) that the
-        corpus lacks.
+        IEMOCAP's classes that the corpus lacks (whatever the choice).
 
     Example
     -------
@@ -676,17 +675,17 @@ def select_classes(available, classes=None, corpus="the corpus"):
     """
     choice = _parse_classes(classes)
     available = _ordered(set(available))
+    lacking = [c for c in IEMOCAP_CLASSES if c not in available]
     if choice == "native":
-        return available, [c for c in IEMOCAP_CLASSES if c not in available]
-    if choice == "iemocap":
+        names = available
+    elif choice == "iemocap":
         names = [c for c in IEMOCAP_CLASSES if c in available]
-        lacking = [c for c in IEMOCAP_CLASSES if c not in available]
     else:
         names = choice
-        lacking = [c for c in choice if c not in available]
-        if lacking:
+        missing = [c for c in choice if c not in available]
+        if missing:
             raise ValueError(
-                f"classes {lacking} are not in {corpus} (it has "
+                f"classes {missing} are not in {corpus} (it has "
                 f"{available}); choose among those, or map codes onto them "
                 "with label_map='code=class,...'"
             )

@@ -22,7 +22,9 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["amser_sb", "amser_sb.*"]),
     include_package_data=True,
-    package_data={"amser_sb": ["hparams/*.yaml"]},
+    # the inference template used by `amser-sb export` (found next to the
+    # package in a source checkout, under <prefix>/share/amser-sb otherwise)
+    data_files=[("share/amser-sb/hparams", ["hparams/inference.yaml"])],
     install_requires=[
         "speechbrain>=1.1,<1.2",
         "torch>=2.1",

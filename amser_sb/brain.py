@@ -4,9 +4,10 @@
 :class:`amser_sb.lobes.AMSER`: AM-ResNet and/or wav2vec 2.0, fused) and
 ``modules.classifier`` (an :class:`amser_sb.lobes.EmotionClassifier`) on
 segments (see :mod:`amser_sb.pipeline`) with the soft-target cross-entropy
-(:mod:`amser_sb.losses`), scores valid and test per utterance (segment
-posteriors averaged, :mod:`amser_sb.metrics`), keeps the checkpoint with
-the best valid UA, and resumes interrupted runs from the latest checkpoint.
+(:mod:`amser_sb.losses`), scores valid and test per utterance (softmax of
+the mean segment log-probability, :mod:`amser_sb.metrics`), keeps the
+checkpoint with the best valid UA, and resumes interrupted runs from the
+latest checkpoint.
 
 Optional behaviour, all driven by the hparams:
 
@@ -88,6 +89,11 @@ class AMSERBrain(sb.Brain):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         encoder = self.hparams.label_encoder
+        if len(encoder) == 0:
+            raise ValueError(
+                "label_encoder is empty: load label_encoder.txt (e.g. with "
+                "amser_sb.pipeline.dataio_prep) before building the Brain"
+            )
         self.labels = [encoder.ind2lab[i] for i in range(len(encoder))]
         self.class_weights = None
         self.feature_cache = self._make_feature_cache()
@@ -111,10 +117,6 @@ class AMSERBrain(sb.Brain):
         """The AM-ResNet branch of the embedding model, or None."""
         return getattr(self.modules.embedding_model, "am_resnet", None)
 
-    def _uses_ssl(self):
-        """Whether the embedding model's mode runs the wav2vec2 branch."""
-        return self.ssl_backbone is not None
-
     def _make_feature_cache(self):
         """A feature cache when asked for and the backbone is frozen.
 
@@ -125,7 +127,7 @@ class AMSERBrain(sb.Brain):
         if not self._hparam("use_feature_cache", False):
             return None
         backbone = self.ssl_backbone
-        if backbone is None or not self._uses_ssl():
+        if backbone is None:
             logger.info("feature cache: no wav2vec2 branch in use; disabled")
             return None
         if not getattr(backbone, "freeze", False):
@@ -503,5 +505,6 @@ class AMSERBrain(sb.Brain):
             self.test_summary = self.stats.write(
                 os.path.join(self.hparams.output_folder, "test"),
                 title="test",
-                extra={"epoch": loaded, "loss": stage_loss},
+                extra={"epoch": loaded, "loss": stage_loss,
+                       "debug": bool(self.debug)},
             )

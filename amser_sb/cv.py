@@ -422,7 +422,7 @@ def write_results(folder, per_fold, title, protocol):
     lines += [
         "",
         "WA: accuracy; UA: mean per-class recall; F1: macro-F1; per "
-        "utterance (segment posteriors averaged), on the test "
+        "utterance (softmax of the mean segment log-probability), on the test "
         f"{unit}'s clear utterances, with the checkpoint of best validation "
         "UA. std: sample standard deviation over folds.",
         "",
@@ -439,6 +439,21 @@ def write_results(folder, per_fold, title, protocol):
     with open(os.path.join(folder, "results.json"), "w") as handle:
         json.dump(_json_safe(result), handle, indent=2)
     return result
+
+
+def _finished(done_file, debug=False):
+    """The test summary of a finished fold, or None to (re)run it.
+
+    A ``--debug`` run's results only count for another debug run.
+    """
+    if not os.path.isfile(done_file):
+        return None
+    with open(done_file) as handle:
+        summary = json.load(handle)
+    if summary.get("debug") and not debug:
+        logger.info("%s is from a --debug run: fold rerun", done_file)
+        return None
+    return summary
 
 
 def _parse_folds(text, available):
@@ -509,7 +524,16 @@ def run_cv(argv):
         manifest_folder = hparams["manifest_folder"]
         protocol = hparams["protocol"]
         title = hparams.get("experiment_name", os.path.basename(hparams_file))
-        results_folder = os.path.dirname(hparams["output_folder"])
+        output_folder = os.path.normpath(hparams["output_folder"])
+        if os.path.basename(output_folder) != f"fold_{hparams['fold']}":
+            raise RecipeError(
+                f"output_folder {output_folder} does not end with "
+                f"fold_{hparams['fold']}: every fold would write to the "
+                "same folder. Keep output_folder: "
+                "!ref <output_root>/<protocol>/fold_<fold> and change "
+                "output_root instead."
+            )
+        results_folder = os.path.dirname(output_folder)
         available = fold_numbers(manifest_folder, protocol)
         folds = _parse_folds(own.folds, available)
         del hparams
@@ -519,10 +543,9 @@ def run_cv(argv):
         for fold in folds:
             fold_overrides = overrides + f"\nfold: {fold}"
             done = os.path.join(results_folder, f"fold_{fold}", DONE_FILE)
-            if os.path.isfile(done):
+            summary = _finished(done, debug=bool(run_opts.get("debug")))
+            if summary is not None:
                 logger.info("fold %d already finished (%s): kept", fold, done)
-                with open(done) as handle:
-                    summary = json.load(handle)
             else:
                 logger.info("fold %d of %s: training", fold, folds)
                 summary = run_fold(hparams_file, run_opts, fold_overrides)

@@ -14,8 +14,9 @@ matrices have the reference in rows and the prediction in columns.
 
 :class:`ClassificationStats` collects posteriors batch by batch and scores
 **per utterance**: every segment appended under the same utterance ID
-contributes its posterior probabilities, the utterance posterior is their
-unweighted mean, and the prediction is its arg-max.
+contributes its log-probabilities, the utterance posterior is the softmax
+of their mean (the renormalised geometric mean of the segment posteriors),
+and the prediction is its arg-max.
 
 Authors
  * amser-sb contributors 2026

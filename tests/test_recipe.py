@@ -168,6 +168,11 @@ def test_unknown_override_is_a_clear_error(corpus, tiny_w2v2_group, tmp_path):
         cv.main([FULL, *args])
     with pytest.raises(SystemExit, match="--folds, not --fold"):
         cv.main([FULL, "--fold=2", *args])
+    # one output folder for every fold would mix the folds' results
+    args = _overrides(corpus, tiny_w2v2_group, tmp_path,
+                      output_folder=tmp_path / "one_folder")
+    with pytest.raises(SystemExit, match="does not end with fold_1"):
+        cv.main([FULL, *args])
 
 
 def test_missing_data_folder_is_a_clear_error(tiny_w2v2_group, tmp_path):

@@ -18,13 +18,13 @@ from amser_sb.lobes.mask_resnet import (
     MaskResBlock,
     VoicedAttention,
 )
-from amser_sb.lobes.utterance import Passthrough, UtteranceEncoder
 from amser_sb.lobes.ssl import (
     SSLBackbone,
     build_random_wav2vec2,
     normalize_waveforms,
     wav2vec2_config,
 )
+from amser_sb.lobes.utterance import Passthrough, UtteranceEncoder
 
 __all__ = [
     "AMResNet",

@@ -196,8 +196,7 @@ def normalize_waveforms(wavs, wav_lens=None, eps=NORM_EPS):
     return torch.where(valid.bool(), out, torch.zeros_like(out))
 
 
-def _lobe_from_config(config, freeze, freeze_feature_extractor,
-                      layer_weights):
+def _lobe_from_config(config, freeze, freeze_feature_extractor, layer_weights):
     """SpeechBrain's ``Wav2Vec2`` lobe around a model built from a config.
 
     The lobe's constructor always fetches a configuration and weights

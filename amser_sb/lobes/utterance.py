@@ -78,7 +78,9 @@ class UtteranceEncoder(torch.nn.Module):
             if segment_seconds
             else None
         )
-        self.hop = int(round(hop_seconds * sample_rate)) if hop_seconds else None
+        self.hop = (
+            int(round(hop_seconds * sample_rate)) if hop_seconds else None
+        )
         self.use_voiced_mask = use_voiced_mask
         self.madd_window = madd_window
         self.madd_factor = madd_factor
@@ -116,7 +118,9 @@ class UtteranceEncoder(torch.nn.Module):
             )
         if self.use_voiced_mask:
             _, mask = madd(
-                wavs, wav_lens, window=self.madd_window,
+                wavs,
+                wav_lens,
+                window=self.madd_window,
                 factor=self.madd_factor,
             )
         else:

@@ -3,8 +3,15 @@
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# The tests run tiny models: one intra-op thread is as fast on an idle
+# machine and avoids OpenMP oversubscription (3x slower runs) on a busy
+# one. Set OMP_NUM_THREADS to choose otherwise.
+if "OMP_NUM_THREADS" not in os.environ:
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -150,3 +150,19 @@ def test_model_output_is_the_same_with_and_without_cache(backbone, tmp_path):
         direct = model(wavs, lens)
         cached = model(wavs, lens, ssl_feats=feats, ssl_lens=feat_lens)
     assert torch.allclose(direct, cached, atol=1e-5)
+
+
+def test_equal_length_segments_run_as_one_batch(backbone, tmp_path):
+    path, sig = _wav(tmp_path / "a.wav", 1.0)
+    cache = FeatureCache(tmp_path / "cache", backbone, dtype="float32",
+                         max_batch=2)
+    segs = [sig[:5000], sig[5000:10000], sig[10000:15000]]
+    feats, lens = cache.features(segs, [path] * 3, [0, 5000, 10000],
+                                 [5000, 10000, 15000])
+    assert cache.misses == 3 and torch.equal(lens, torch.ones(3))
+    with torch.no_grad():
+        for k, seg in enumerate(segs):
+            ref, _ = backbone.extract(seg[None])
+            assert torch.allclose(feats[k], ref[0], atol=1e-5)
+    # the backbone's own options and mode are left as they were
+    assert backbone.per_utterance == "eval" and backbone.training

@@ -89,6 +89,12 @@ def parse_args(argv=None):
         "time (less sensitive to other processes on a shared machine; "
         "best with --threads 1)",
     )
+    parser.add_argument(
+        "--am-strides",
+        default=None,
+        help="AM-ResNet block strides, comma-separated (default: the "
+        "AMResNet default, 4,1,4,1,4,1)",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -124,7 +130,7 @@ def build_ssl(folder, freeze, device):
     return SSLBackbone(folder, save_path=save_path, freeze=freeze).to(device)
 
 
-def build_model(kind, ssl, device):
+def build_model(kind, ssl, device, strides=None):
     """Embedding model + classifier head around ``ssl``."""
     import torch
 
@@ -139,7 +145,7 @@ def build_model(kind, ssl, device):
     if kind == "baseline":
         model = AMSER(wav2vec2=ssl, mode="wav2vec2")
     else:
-        am = AMResNet()
+        am = AMResNet() if strides is None else AMResNet(strides=strides)
         fusion = CrossAttentionFusion(am.out_dim, ssl.out_dim)
         model = AMSER(ssl, am, fusion, mode="fusion")
     head = EmotionClassifier(model.out_dim, 4)
@@ -193,6 +199,13 @@ def make_step(model, head, batch):
     return step
 
 
+def am_strides(args):
+    """``--am-strides`` as a tuple of ints, or None for the default."""
+    if not args.am_strides:
+        return None
+    return tuple(int(s) for s in args.am_strides.split(","))
+
+
 def setup_torch(args):
     import torch
 
@@ -209,7 +222,7 @@ def memory_worker(args):
     kind, backbone = args.worker.split(",")
     ssl = build_ssl(args.w2v_folder, backbone == "frozen", device)
     step = make_step(
-        *build_model(kind, ssl, device),
+        *build_model(kind, ssl, device, am_strides(args)),
         make_batch(args.batch, args.seconds, device),
     )
     for _ in range(args.warmup):
@@ -251,6 +264,8 @@ def measure_memory(args, kind, backbone):
         "--threads",
         str(args.threads),
     ]
+    if args.am_strides:
+        cmd += ["--am-strides", args.am_strides]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     out = subprocess.run(
         cmd, env=env, capture_output=True, text=True, check=False
@@ -271,7 +286,7 @@ def measure_time(args):
         ssl = build_ssl(args.w2v_folder, backbone == "frozen", device)
         for kind in ("baseline", "fused"):
             steps[kind, backbone] = make_step(
-                *build_model(kind, ssl, device), batch
+                *build_model(kind, ssl, device, am_strides(args)), batch
             )
     for config in steps:
         times[config] = []
@@ -309,7 +324,8 @@ def report(args, times, trainable, memory, build_s):
         f"{args.batch} x {args.seconds:g} s, wav2vec2-base-sized random "
         f"backbone ({args.feat_extract_norm} norm), {describe(args)}; "
         f"{args.rounds} interleaved rounds after {args.warmup} warm-up, "
-        f"{args.clock} clock "
+        f"{args.clock} clock, AM-ResNet strides "
+        f"{args.am_strides or '4,1,4,1,4,1'} "
         f"(backbone folder ready in {build_s:.0f} s)"
     )
     mem = "peak GPU alloc" if args.device.startswith("cuda") else "peak RSS"

@@ -209,6 +209,6 @@ def test_gradients_reach_every_parameter(use_attention):
 def test_default_configuration_is_cheap():
     model = AMResNet()
     n_params = sum(p.numel() for p in model.parameters())
-    assert n_params < 320_000
-    assert [b.conv1.stride for b in model.blocks] == [4, 4, 1, 4, 1]
+    assert n_params < 400_000
+    assert [b.conv1.stride for b in model.blocks] == [4, 1, 4, 1, 4, 1]
     assert all(b.conv1.kernel_size == 7 for b in model.blocks)

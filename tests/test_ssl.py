@@ -189,3 +189,23 @@ def test_too_short_waveform_is_a_clear_error(tiny_w2v2_layer, tmp_path):
 def test_bad_per_utterance_value(tiny_w2v2_layer, tmp_path):
     with pytest.raises(ValueError, match="per_utterance"):
         backbone(tiny_w2v2_layer, tmp_path, per_utterance="sometimes")
+
+
+def test_config_mode_matches_folder(tiny_w2v2_layer, tmp_path):
+    """Built from an inline config (export), loaded with the same state
+    dict, the backbone gives the same features as from its folder."""
+    from transformers import AutoConfig
+
+    folder = backbone(tiny_w2v2_layer, tmp_path).eval()
+    config = AutoConfig.from_pretrained(tiny_w2v2_layer).to_dict()
+    inline = SSLBackbone(config=config, normalize=True).eval()
+    assert inline.state_dict().keys() == folder.state_dict().keys()
+    inline.load_state_dict(folder.state_dict())
+    assert inline.per_utterance == folder.per_utterance == "never"
+    batch, lens = pad_batch(waves([4000, 8000]))
+    with torch.no_grad():
+        assert torch.equal(inline(batch, lens)[0], folder(batch, lens)[0])
+    with pytest.raises(ValueError, match="normalize=True/False"):
+        SSLBackbone(config=config)
+    with pytest.raises(ValueError, match="source"):
+        SSLBackbone()

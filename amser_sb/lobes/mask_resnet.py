@@ -15,18 +15,18 @@ What the paper does not state, and is chosen here (all hparams):
 * **Stem**: ``Conv1d(1, 64, k=10, stride=5)`` (no bias), the first layer
   of wav2vec2's feature encoder; the mask trunk pools the sample mask with
   the same geometry.
-* **Depth and strides**: five mask residual blocks with strides
-  ``(4, 4, 1, 4, 1)`` (the stride sits in each block's first
-  convolution): one block at 800 frames a second, two at 200, two at 50.
+* **Depth and strides**: six mask residual blocks with strides
+  ``(4, 1, 4, 1, 4, 1)`` (the stride sits in each block's first
+  convolution): two blocks at each of 800, 200 and 50 frames a second.
   Total stride 5 * 4 * 4 * 4 = 320 samples: 50 frames a second,
   wav2vec2's frame rate, so the cross-attention pairs frames of equal
-  duration. About 300k parameters and ~0.08 GMAC (multiply-adds) a second
-  of audio, about 1% of wav2vec2-base's ~6.7 GMAC; the receptive field of
-  an output frame is about 8000 samples (0.5 s). Two blocks at every
-  rate, ``(4, 1, 4, 1, 4, 1)``, took 0.12 s instead of 0.085 s for a
-  forward + backward pass on 2 x 4 s (CPU, one thread), the extra block at
-  800 frames a second costing most; ``benchmarks/model_speed.py`` keeps the
-  whole model within 1.15x of a wav2vec2-only baseline.
+  duration. About 360k parameters and ~0.13 GMAC (multiply-adds) a second
+  of audio, about 2% of wav2vec2-base's ~6.7 GMAC; the receptive field of
+  an output frame is about 8200 samples (0.5 s). A cheaper variant,
+  ``(4, 4, 1, 4, 1)`` (one block at 800 frames a second), took 0.085 s
+  instead of 0.12 s for a forward + backward pass on 2 x 4 s (CPU, one
+  thread); ``benchmarks/model_speed.py`` measures the whole model against
+  a wav2vec2-only baseline (goal: at most 1.15x).
 * **Padding**: every convolution pads ``kernel // 2`` on both sides; a
   waveform of ``n`` samples gives ``floor(n / 5) + 1`` stem frames and
   ``ceil(m / s)`` frames after a block of stride ``s``.
@@ -348,7 +348,7 @@ class AMResNet(torch.nn.Module):
         Kernel of the block convolutions (the paper: 7).
     strides : sequence of int
         One mask residual block per entry, with that stride (default
-        ``(4, 4, 1, 4, 1)``: with the stem, 320 samples per frame).
+        ``(4, 1, 4, 1, 4, 1)``: with the stem, 320 samples per frame).
     stem_kernel, stem_stride : int
         The first convolution on the waveform (default 10 and 5).
     use_mask : bool
@@ -380,7 +380,7 @@ class AMResNet(torch.nn.Module):
         self,
         channels=64,
         kernel_size=7,
-        strides=(4, 4, 1, 4, 1),
+        strides=(4, 1, 4, 1, 4, 1),
         stem_kernel=10,
         stem_stride=5,
         use_mask=True,

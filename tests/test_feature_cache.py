@@ -13,9 +13,11 @@ from amser_sb.feature_cache import FeatureCache, backbone_identity
 from amser_sb.lobes import AMSER, AMResNet, CrossAttentionFusion, SSLBackbone
 
 
-@pytest.fixture
-def backbone(tiny_w2v2_group, tmp_path):
-    return SSLBackbone(tiny_w2v2_group, save_path=str(tmp_path / "pm"))
+@pytest.fixture(scope="module")
+def backbone(tiny_w2v2_group, tmp_path_factory):
+    """One tiny frozen backbone for the module (tests never change it)."""
+    folder = tmp_path_factory.mktemp("pm")
+    return SSLBackbone(tiny_w2v2_group, save_path=str(folder))
 
 
 def _wav(path, seconds=1.0, seed=0):
@@ -140,6 +142,7 @@ def test_model_output_is_the_same_with_and_without_cache(backbone, tmp_path):
     torch.manual_seed(0)
     am = AMResNet(channels=8)
     model = AMSER(backbone, am, CrossAttentionFusion(8, backbone.out_dim))
+    mode = backbone.training
     model.eval()
     cache = FeatureCache(tmp_path / "cache", backbone, dtype="float32")
     wavs = torch.stack([sig, torch.cat([sig[:8000], torch.zeros(8000)])])
@@ -150,10 +153,12 @@ def test_model_output_is_the_same_with_and_without_cache(backbone, tmp_path):
         direct = model(wavs, lens)
         cached = model(wavs, lens, ssl_feats=feats, ssl_lens=feat_lens)
     assert torch.allclose(direct, cached, atol=1e-5)
+    backbone.train(mode)
 
 
 def test_equal_length_segments_run_as_one_batch(backbone, tmp_path):
     path, sig = _wav(tmp_path / "a.wav", 1.0)
+    mode = backbone.training
     cache = FeatureCache(tmp_path / "cache", backbone, dtype="float32",
                          max_batch=2)
     segs = [sig[:5000], sig[5000:10000], sig[10000:15000]]
@@ -165,4 +170,4 @@ def test_equal_length_segments_run_as_one_batch(backbone, tmp_path):
             ref, _ = backbone.extract(seg[None])
             assert torch.allclose(feats[k], ref[0], atol=1e-5)
     # the backbone's own options and mode are left as they were
-    assert backbone.per_utterance == "eval" and backbone.training
+    assert backbone.per_utterance == "eval" and backbone.training == mode

@@ -39,7 +39,7 @@ from hyperpyyaml import load_hyperpyyaml, resolve_references
 from amser_sb.brain import AMSERBrain
 from amser_sb.data.iemocap import prepare_iemocap
 from amser_sb.metrics import _json_safe
-from amser_sb.pipeline import dataio_prep
+from amser_sb.pipeline import dataio_prep, loader_options
 
 logger = logging.getLogger(__name__)
 
@@ -255,13 +255,13 @@ def run_fold(hparams_file, run_opts=None, overrides=None):
         brain.hparams.epoch_counter,
         datasets["train"],
         datasets["valid"],
-        train_loader_kwargs=hparams["train_dataloader_options"],
-        valid_loader_kwargs=hparams["eval_dataloader_options"],
+        train_loader_kwargs=loader_options(hparams, datasets["train"], "train"),
+        valid_loader_kwargs=loader_options(hparams, datasets["valid"], "valid"),
     )
     brain.evaluate(
         datasets["test"],
         max_key="UA",
-        test_loader_kwargs=hparams["eval_dataloader_options"],
+        test_loader_kwargs=loader_options(hparams, datasets["test"], "test"),
     )
     return brain.test_summary
 

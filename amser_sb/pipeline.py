@@ -57,6 +57,7 @@ __all__ = [
     "build_segment_dataset",
     "load_label_encoder",
     "dataio_prep",
+    "loader_options",
 ]
 
 #: Columns every manifest must have.
@@ -404,6 +405,8 @@ def build_segment_dataset(
             )
         item = {
             "utt_id": row["ID"],
+            # longest segment, seconds (for dynamic batching by duration)
+            "duration": max(e - s for s, e in bounds) / sample_rate,
             "wav": row["wav"],
             "voiced": row["voiced"] if use_voiced_mask else None,
             "soft": soft,
@@ -551,3 +554,45 @@ def dataio_prep(hparams):
             replacements={"data_root": hparams["data_folder"]},
         )
     return datasets
+
+
+def loader_options(hparams, dataset, stage):
+    """DataLoader options of a stage from the hparams.
+
+    Fixed-size batches (``train_dataloader_options`` /
+    ``eval_dataloader_options``) or, for training with ``dynamic_batching:
+    True``, SpeechBrain's ``DynamicBatchSampler``: batches of similar
+    durations holding at most ``max_batch_length`` seconds of audio (useful
+    with whole utterances, ``segment_seconds: null``).
+
+    Arguments
+    ---------
+    hparams : dict
+        Loaded recipe hparams.
+    dataset : sb.dataio.dataset.DynamicItemDataset
+        The stage's dataset (from :func:`dataio_prep`).
+    stage : str
+        ``"train"``, ``"valid"`` or ``"test"``.
+
+    Returns
+    -------
+    dict
+        Keyword arguments for ``Brain.fit`` / ``Brain.evaluate`` loaders.
+    """
+    key = "train" if stage == "train" else "eval"
+    options = dict(hparams[f"{key}_dataloader_options"])
+    if stage != "train" or not hparams.get("dynamic_batching", False):
+        return options
+    sampler = sb.dataio.sampler.DynamicBatchSampler(
+        dataset,
+        max_batch_length=hparams["max_batch_length"],
+        num_buckets=hparams.get("num_buckets", 10),
+        length_func=lambda item: item["duration"],
+        shuffle=True,
+        batch_ordering="random",
+        seed=hparams.get("seed", 42),
+    )
+    return {
+        "batch_sampler": sampler,
+        "num_workers": options.get("num_workers", 0),
+    }

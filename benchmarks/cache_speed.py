@@ -25,7 +25,10 @@ Configurations (each with a fresh, empty cache):
 
 An epoch's time is its training plus validation time as logged by the
 Brain (``train seconds`` + ``valid seconds`` in ``train_log.txt``); the
-ratio is epoch k / epoch 1 of the same run.
+goal's ratio is epoch k / epoch 1 of the same run. Because other processes
+on a shared machine make single epochs vary, the last column also gives
+each epoch over the median epoch of the no-cache run (what every epoch
+would cost without the cache).
 
 Usage::
 
@@ -40,6 +43,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -146,9 +150,13 @@ def main(argv=None):
           f"4 s segments, batch {args.batch_size}, torch threads "
           f"{torch.get_num_threads()}, device cpu")
     print()
+    reference = statistics.median(
+        t + v for name, rows, _ in results if "no cache" in name
+        for t, v, _ in rows
+    )
     print("| configuration | epoch | train s | valid s | epoch s "
-          "| train cache misses | epoch / epoch 1 |")
-    print("|---|---|---|---|---|---|---|")
+          "| train cache misses | epoch / epoch 1 | epoch / no-cache median |")
+    print("|---|---|---|---|---|---|---|---|")
     verdicts = []
     for name, rows, _ in results:
         first = rows[0][0] + rows[0][1]
@@ -156,7 +164,7 @@ def main(argv=None):
             total = train + valid
             print(f"| {name} | {epoch} | {train:.2f} | {valid:.2f} | "
                   f"{total:.2f} | {'-' if misses is None else misses} | "
-                  f"{total / first:.3f} |")
+                  f"{total / first:.3f} | {total / reference:.3f} |")
         if "no cache" not in name:
             worst = max((t + v) / first for t, v, _ in rows[1:])
             verdicts.append((name, worst))

@@ -222,3 +222,29 @@ def test_manifest_errors(tmp_path):
     (tmp_path / "u1.wav").unlink()
     with pytest.raises(AudioError, match="u1.wav"):
         build_segment_dataset(path, LABELS)
+
+
+def test_dynamic_batches_by_duration(tmp_path):
+    from amser_sb.pipeline import loader_options
+
+    rows = [(f"d{k}", 8000 * (k + 1), "neu", [1, 0, 0, 0], 0, "")
+            for k in range(6)]  # 0.5 .. 3 s
+    data = build_segment_dataset(_manifest(tmp_path, rows), LABELS,
+                                 stage="train", segment_seconds=None)
+    hparams = {
+        "train_dataloader_options": {"batch_size": 2, "num_workers": 0},
+        "eval_dataloader_options": {"batch_size": 2},
+        "dynamic_batching": True,
+        "max_batch_length": 4.0,
+        "num_buckets": 2,
+    }
+    assert loader_options(hparams, data, "valid") == {"batch_size": 2}
+    options = loader_options(hparams, data, "train")
+    batches = list(options["batch_sampler"])
+    durations = [data.data[data.data_ids[i]]["duration"] for i in range(6)]
+    assert sorted(i for batch in batches for i in batch) == list(range(6))
+    assert all(sum(durations[i] for i in batch) <= 4.0 or len(batch) == 1
+               for batch in batches)
+    hparams["dynamic_batching"] = False
+    assert loader_options(hparams, data, "train") == {
+        "batch_size": 2, "num_workers": 0}

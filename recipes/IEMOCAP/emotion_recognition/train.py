@@ -26,7 +26,7 @@ from iemocap_prepare import prepare_iemocap
 
 from amser_sb.brain import AMSERBrain
 from amser_sb.cv import RecipeError, load_hparams, prepare_kwargs
-from amser_sb.pipeline import dataio_prep
+from amser_sb.pipeline import dataio_prep, loader_options
 
 # The same steps as amser_sb.cv.run_fold (used by cv.py for every fold).
 if __name__ == "__main__":
@@ -69,13 +69,13 @@ if __name__ == "__main__":
         brain.hparams.epoch_counter,
         datasets["train"],
         datasets["valid"],
-        train_loader_kwargs=hparams["train_dataloader_options"],
-        valid_loader_kwargs=hparams["eval_dataloader_options"],
+        train_loader_kwargs=loader_options(hparams, datasets["train"], "train"),
+        valid_loader_kwargs=loader_options(hparams, datasets["valid"], "valid"),
     )
 
     # Test the checkpoint with the best validation UA; writes test_*.
     brain.evaluate(
         datasets["test"],
         max_key="UA",
-        test_loader_kwargs=hparams["eval_dataloader_options"],
+        test_loader_kwargs=loader_options(hparams, datasets["test"], "test"),
     )

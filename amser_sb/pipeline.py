@@ -56,6 +56,7 @@ __all__ = [
     "read_manifest",
     "build_segment_dataset",
     "load_label_encoder",
+    "check_held_out",
     "dataio_prep",
     "loader_options",
 ]
@@ -510,6 +511,43 @@ def load_label_encoder(label_encoder, path, n_classes):
     return [label_encoder.ind2lab[i] for i in range(n_classes)]
 
 
+def check_held_out(fold_folder, protocol):
+    """Checks that no test speaker (or session) is in train or valid.
+
+    Several public re-implementations select checkpoints on the test
+    speaker; this recipe refuses a fold where that could happen.
+
+    Arguments
+    ---------
+    fold_folder : str
+        ``<manifest_folder>/<protocol>/fold_<k>``.
+    protocol : str
+        ``session`` checks the ``session`` column; any other protocol the
+        ``spk_id`` column (rows without a speaker are not checked).
+
+    Raises
+    ------
+    ManifestError
+        Naming the fold and the leaked speakers or sessions.
+    """
+    column = "session" if protocol == "session" else "spk_id"
+    groups = {}
+    for stage in ("train", "valid", "test"):
+        path = os.path.join(fold_folder, f"{stage}.csv")
+        with open(path, newline="") as handle:
+            groups[stage] = {
+                row.get(column) for row in csv.DictReader(handle)
+            } - {None, ""}
+    for stage in ("train", "valid"):
+        leaked = groups["test"] & groups[stage]
+        if leaked:
+            raise ManifestError(
+                f"{fold_folder}: test {column} {sorted(leaked)} also in "
+                f"{stage}; re-run the data preparation (validation and "
+                "training must never hold the test speaker/session)."
+            )
+
+
 def dataio_prep(hparams):
     """Builds the train/valid/test datasets of one fold from the hparams.
 
@@ -539,6 +577,15 @@ def dataio_prep(hparams):
         manifest_folder, hparams["protocol"], f"fold_{hparams['fold']}"
     )
     datasets = {"labels": labels}
+    for stage in ("train", "valid", "test"):
+        path = os.path.join(fold_folder, f"{stage}.csv")
+        if not os.path.isfile(path):
+            raise ManifestError(
+                f"manifest {path} does not exist: fold {hparams['fold']} of "
+                f"protocol {hparams['protocol']!r} was not prepared (check "
+                "--fold and --protocol, or re-run the data preparation)."
+            )
+    check_held_out(fold_folder, hparams["protocol"])
     for stage in ("train", "valid", "test"):
         datasets[stage] = build_segment_dataset(
             os.path.join(fold_folder, f"{stage}.csv"),

@@ -248,3 +248,24 @@ def test_dynamic_batches_by_duration(tmp_path):
     hparams["dynamic_batching"] = False
     assert loader_options(hparams, data, "train") == {
         "batch_size": 2, "num_workers": 0}
+
+
+def test_a_test_speaker_in_valid_is_refused(tmp_path):
+    from amser_sb.pipeline import check_held_out
+
+    def write(stage, speakers):
+        with open(tmp_path / f"{stage}.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["ID", "spk_id", "session"])
+            for k, spk in enumerate(speakers):
+                writer.writerow([f"{stage}{k}", spk, spk[:5]])
+
+    write("train", ["Ses02F", "Ses02M"])
+    write("valid", ["Ses01M"])
+    write("test", ["Ses01F"])
+    check_held_out(str(tmp_path), "speaker")  # clean
+    with pytest.raises(ManifestError, match="session.*Ses01.*valid"):
+        check_held_out(str(tmp_path), "session")
+    write("valid", ["Ses01M", "Ses01F"])
+    with pytest.raises(ManifestError, match=r"\['Ses01F'\] also in valid"):
+        check_held_out(str(tmp_path), "speaker")

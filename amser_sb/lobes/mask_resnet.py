@@ -12,9 +12,9 @@ and the "AM-ResNet features" are ``E * w``.
 
 What the paper does not state, and is chosen here (all hparams):
 
-* **Stem**: ``Conv1d(1, 64, k=10, stride=5)`` (no bias), the first layer
-  of wav2vec2's feature encoder; the mask trunk pools the sample mask with
-  the same geometry.
+* **Stem**: ``Conv1d(1, 64, k=10, stride=5)`` (no bias), the geometry of
+  the first layer of wav2vec2's feature encoder; the mask trunk pools the
+  sample mask the same way.
 * **Depth and strides**: six mask residual blocks with strides
   ``(4, 1, 4, 1, 4, 1)`` (the stride sits in each block's first
   convolution): two blocks at each of 800, 200 and 50 frames a second.
@@ -37,6 +37,10 @@ What the paper does not state, and is chosen here (all hparams):
   layer, just as zero padding is when the utterance runs alone, and (in
   eval mode) a waveform's features over its valid frames do not depend on
   what it was batched with.
+* **BatchNorm statistics**: plain ``BatchNorm1d``; in training its batch
+  statistics span every position, masked ones included (they are 0 on
+  input), as in the paper, which masks after BN. Invariance to padding is
+  an eval-mode property.
 * **Shortcut**: identity when shape is kept, else a bias-free 1x1
   convolution with the block's stride on the pre-activated input (He et al.,
   2016, pre-activation ResNet).

@@ -209,3 +209,21 @@ def test_config_mode_matches_folder(tiny_w2v2_layer, tmp_path):
         SSLBackbone(config=config)
     with pytest.raises(ValueError, match="source"):
         SSLBackbone()
+
+
+def test_per_utterance_groups_equal_lengths(tiny_w2v2_group, tmp_path):
+    """Equal-length utterances may share a backbone call: still exact."""
+    ssl = backbone(tiny_w2v2_group, tmp_path, per_utterance="always").eval()
+    wavs = waves([8000, 5000, 8000, 5000, 3000], seed=3)
+    assert max_diff_alone_vs_batched(ssl, wavs) < 1e-5
+    ssl = backbone(
+        tiny_w2v2_group, tmp_path, per_utterance="always", layer_weights=True
+    ).eval()
+    batch, lens = pad_batch(wavs)
+    with torch.no_grad():
+        hidden, _ = ssl.extract(batch, lens)
+        alone, _ = ssl.extract(wavs[1][None])
+    assert hidden.shape == (5, 3, 25, 32)
+    n = alone.shape[-2]
+    assert (hidden[1, :, :n] - alone[0]).abs().max() < 1e-5
+    assert torch.all(hidden[1, :, n:] == 0)

@@ -5,9 +5,10 @@ raw waveforms and fuses them into one utterance vector ``[batch, 1, D]``,
 the shape SpeechBrain's ``EncoderClassifier`` expects from its
 ``embedding_model`` (``classify_batch`` then applies ``classifier`` and
 squeezes dimension 1). In an inference hparams file the waveform goes in
-unchanged: ``compute_features: !new:torch.nn.Identity`` and
-``mean_var_norm: !new:speechbrain.nnet.containers.LengthsCapableSequential``
-holding a ``torch.nn.Identity`` (``encode_batch`` calls it with lengths).
+unchanged: ``compute_features`` and ``mean_var_norm`` are
+``amser_sb.lobes.Passthrough`` (``encode_batch`` calls the latter with
+lengths). ``hparams/inference.yaml`` wraps ``AMSER`` (trained on fixed
+segments) in ``amser_sb.lobes.UtteranceEncoder`` for whole utterances.
 
 Every row of the paper's ablation table is a configuration:
 

@@ -464,14 +464,22 @@ class SSLBackbone(torch.nn.Module):
         return out
 
     def _per_utterance(self, wavs, n, frames):
-        """Backbone on each utterance cropped to its own length."""
+        """Backbone on each utterance cropped to its own length.
+
+        Utterances of equal length run together: cropped to that length
+        they hold no padding, so batching them changes nothing (and is
+        much faster on CPU, e.g. the equal windows of a long recording).
+        """
         total = int(self.frame_counts(torch.tensor(wavs.shape[1])))
-        outs = []
-        for i in range(wavs.shape[0]):
-            one = self._run(wavs[i : i + 1, : int(n[i])], None)
-            pad = total - one.shape[-2]
-            outs.append(F.pad(one, (0, 0, 0, pad)))
-        return torch.cat(outs, dim=0)
+        out = None
+        for length in torch.unique(n).tolist():
+            index = torch.nonzero(n == length).squeeze(1)
+            group = self._run(wavs[index, :length], None)
+            if out is None:
+                shape = (wavs.shape[0],) + group.shape[1:-2]
+                out = group.new_zeros(shape + (total, group.shape[-1]))
+            out[index, ..., : group.shape[-2], :] = group
+        return out
 
     def combine(self, hidden):
         """Turn backbone outputs into features (layer weights, output norm).

@@ -19,7 +19,7 @@ install-test: $(BIN)/python
 	$(PIP) install -q -c constraints.txt -e ".[test]"
 
 demo: install
-	HF_HUB_OFFLINE=1 $(BIN)/amser-sb demo
+	$(BIN)/amser-sb demo
 
 test: install-test
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests amser_sb --doctest-modules

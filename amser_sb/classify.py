@@ -10,6 +10,13 @@ checked for voiced audio with MADD (windows with less than
 classified), and classified in batches. The overall label is the arg-max of
 the duration-weighted mean posterior over the classified windows.
 
+Speed (``benchmarks/inference_speed.py``): windows of equal length are
+encoded in one batched backbone call (exact, see ``SSLBackbone``);
+``load_classifier(..., quantize=True, bf16=True)`` adds the opt-in
+reduced-precision speed-ups of ``amser_sb.precision`` (dynamic int8 Linear
+layers, bfloat16 convolutional feature encoder), which move the posteriors
+by a small measured amount.
+
 Authors
  * amser-sb contributors
 """
@@ -33,7 +40,14 @@ class AudioInputError(ValueError):
     """An audio file cannot be classified (missing, unreadable, empty)."""
 
 
-def load_classifier(source, savedir=None, offline=None, device="cpu"):
+def load_classifier(
+    source,
+    savedir=None,
+    offline=None,
+    device="cpu",
+    quantize=False,
+    bf16=False,
+):
     """Load an exported model with SpeechBrain's plain ``EncoderClassifier``.
 
     Arguments
@@ -48,11 +62,22 @@ def load_classifier(source, savedir=None, offline=None, device="cpu"):
         folder, unchanged for a Hub id).
     device : str
         Torch device.
+    quantize : bool
+        Dynamic int8 quantisation of the embedding model's Linear layers
+        (CPU only; faster, posteriors move slightly; see
+        ``amser_sb.precision``).
+    bf16 : bool
+        Run the backbone's convolutional feature encoder in bfloat16 (CPU
+        only; fast on CPUs with AVX512-BF16 or AMX, slower elsewhere).
 
     Returns
     -------
     speechbrain.inference.classifiers.EncoderClassifier
     """
+    if (quantize or bf16) and str(device) != "cpu":
+        raise ValueError(
+            "quantize/bf16 are CPU speed-ups; use them with device='cpu'"
+        )
     from speechbrain.inference.classifiers import EncoderClassifier
 
     local = os.path.isdir(source)
@@ -96,6 +121,10 @@ def load_classifier(source, savedir=None, offline=None, device="cpu"):
             f"model {source} loaded an empty label encoder; its "
             "label_encoder.txt is missing or empty"
         )
+    if quantize or bf16:
+        from amser_sb.precision import reduce_precision
+
+        reduce_precision(clf.mods.embedding_model, int8=quantize, bf16=bf16)
     return clf
 
 
@@ -208,7 +237,7 @@ def _labels(clf):
 
 def _posteriors(clf, wavs, wav_lens):
     """Class probabilities ``[batch, classes]`` from the classifier output."""
-    with torch.no_grad():
+    with torch.inference_mode():
         out, _, _, _ = clf.classify_batch(wavs, wav_lens)
     out = out.reshape(out.shape[0], -1).float()
     # The exported classifier outputs probabilities; accept log-probs too.
@@ -309,6 +338,8 @@ def classify_long(
     FileResult
         Overall label (``silence`` if no window is voiced) and windows.
     """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     labels = _labels(clf)
     results, pending = [], []
     total = torch.zeros(len(labels))

@@ -72,7 +72,13 @@ def _classify(args, rest):
         load_classifier,
     )
 
-    clf = load_classifier(args.model, savedir=args.savedir)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    clf = load_classifier(
+        args.model, savedir=args.savedir, quantize=args.int8, bf16=args.bf16
+    )
     status = 0
     for path in args.files:
         try:
@@ -83,6 +89,7 @@ def _classify(args, rest):
                 res = classify_long(
                     clf, path, window=args.window or 4.0,
                     hop=args.hop or (args.window or 4.0) / 2,
+                    batch_size=args.batch_size,
                 )
             else:
                 res = classify_file(clf, path)
@@ -172,6 +179,17 @@ def build_parser():
                    help="hop seconds (default: window / 2)")
     p.add_argument("--max_whole", type=float, default=30.0,
                    help="files longer than this are windowed")
+    p.add_argument("--batch_size", type=int, default=8,
+                   help="windows of long audio classified together "
+                   "(memory grows with it)")
+    p.add_argument("--int8", action="store_true",
+                   help="dynamic int8 quantisation of the Linear layers "
+                   "(CPU; faster, posteriors move slightly)")
+    p.add_argument("--bf16", action="store_true",
+                   help="bfloat16 wav2vec2 feature encoder (CPU; fast with "
+                   "AVX512-BF16/AMX, slower without)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0: torch's default)")
     p.set_defaults(func=_classify)
 
     p = sub.add_parser("demo", help="train, evaluate, export and classify "

@@ -1,0 +1,467 @@
+#!/usr/bin/env python3
+"""Inference real-time factor on CPU with a wav2vec2-base-size backbone.
+
+Goal (issue 5): classifying audio with an exported model runs at a
+real-time factor (RTF = processing seconds / audio seconds) of at most 0.1
+on 2 CPU cores, with a wav2vec2-base-size backbone.
+
+The model folder is built without training, the way users get one:
+
+1. a wav2vec2 folder with exactly wav2vec2-base's architecture and random
+   weights (``build_random_wav2vec2(size="base")``: same compute as the
+   real checkpoint, ~94M parameters);
+2. the recipe's model, built from
+   ``recipes/IEMOCAP/emotion_recognition/hparams/am_resnet_w2v2.yaml``
+   with hyperpyyaml (default AM-ResNet, cross-attention fusion and head;
+   only the folders and ``wav2vec2_hub`` are overridden), saved as a
+   training checkpoint (``save/CKPT+.../embedding_model.ckpt``,
+   ``classifier.ckpt``, a meta UA) in a fold folder next to the run's plain
+   ``hyperparams.yaml`` and ``label_encoder.txt``;
+3. ``amser_sb.export.export_model`` writes the model folder;
+4. ``amser_sb.classify.load_classifier`` loads it with SpeechBrain's plain
+   ``EncoderClassifier`` (offline), exactly as ``amser-sb classify`` does.
+
+The audio is a synthetic speech-like recording (default 60 s): harmonic
+"utterances" of 2 to 7 s (pitch contour, syllable-rate loudness, a little
+noise) separated by short pauses, voiced most of the time, so MADD skips
+few windows. Measured, in one process, after one warm-up call:
+
+* ``whole clips``: ``classify_file`` on each utterance of the recording
+  written as its own file (typical utterance lengths);
+* ``long w4 h2``: ``classify_long`` with 4 s windows every 2 s (the CLI
+  default for long audio: each second is processed about twice);
+* ``long w4 h4``: ``classify_long`` with 4 s windows every 4 s.
+
+Every mode runs for the float model and, with ``--int8``, for the model
+loaded with dynamic int8 quantisation of its Linear layers
+(``load_classifier(..., quantize=True)``); the posterior deviation of the
+int8 model from the float one is reported per mode (max absolute
+difference, share of windows/clips with the same label). Peak RSS is the
+process's high-water mark (VmHWM) after each stage: it includes Python,
+torch and the model. Time is wall-clock (``time.perf_counter``); the
+machine may be shared, so compare rows of one run only, and rerun when
+``uptime`` shows little load.
+
+Usage::
+
+    python benchmarks/inference_speed.py                 # base, 2 threads
+    python benchmarks/inference_speed.py --int8          # + int8 rows
+    python benchmarks/inference_speed.py --quick         # tiny backbone
+    python benchmarks/inference_speed.py --workdir /tmp/ib  # keep the model
+
+It exits with status 1 when the goal is missed by every measured
+configuration of the ``long w4 h4`` and ``whole clips`` modes.
+
+Authors
+ * amser-sb contributors
+"""
+
+import argparse
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+
+GOAL = 0.1
+SAMPLE_RATE = 16000
+HERE = os.path.dirname(os.path.abspath(__file__))
+RECIPE = os.path.join(
+    HERE, "..", "recipes", "IEMOCAP", "emotion_recognition", "hparams",
+    "am_resnet_w2v2.yaml",
+)
+LABELS = ("neu", "hap", "sad", "ang")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="tiny random backbone instead of base size (a cheap smoke run)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=2,
+        help="torch intra-op threads (0: torch's default)",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=60.0, help="recording length"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=8,
+        help="windows classified together by classify_long",
+    )
+    parser.add_argument(
+        "--precisions", default="float32,int8,bf16,int8+bf16",
+        help="comma-separated subset of float32, int8 (load_classifier("
+        "quantize=True)), bf16 (bf16=True), int8+bf16",
+    )
+    parser.add_argument(
+        "--modes", default="clips,w4h2,w4h4",
+        help="comma-separated subset of clips, w4h2, w4h4",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="interleaved rounds; the table shows each row's fastest",
+    )
+    parser.add_argument(
+        "--feat-extract-norm", default="group", choices=["group", "layer"],
+        help="backbone feature-encoder norm (group: wav2vec2-base)",
+    )
+    parser.add_argument(
+        "--workdir", default=None,
+        help="folder for the backbone, fold, model and audio (reused when "
+        "present; default: a temporary folder, removed afterwards)",
+    )
+    return parser.parse_args(argv)
+
+
+def peak_rss_mib():
+    """Peak resident set size of this process so far, MiB."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def build_model_folder(workdir, size, feat_extract_norm="group"):
+    """A fake trained fold of the recipe's model, exported; its path.
+
+    Arguments
+    ---------
+    workdir : str
+        Working folder; ``w2v2_<size>/``, ``exp/`` and ``model/`` are
+        written there (reused if ``model/hyperparams.yaml`` exists).
+    size : str
+        ``"base"`` or ``"tiny"`` backbone.
+    feat_extract_norm : str
+        ``"group"`` or ``"layer"``.
+
+    Returns
+    -------
+    str
+        The exported model folder.
+    """
+    import yaml
+    from hyperpyyaml import load_hyperpyyaml
+    from speechbrain.dataio.encoder import CategoricalEncoder
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    from amser_sb.export import export_model, read_run_hparams
+    from amser_sb.lobes import build_random_wav2vec2
+
+    tag = f"{size}_{feat_extract_norm}"
+    model_dir = os.path.join(workdir, f"model_{tag}")
+    if os.path.isfile(os.path.join(model_dir, "hyperparams.yaml")):
+        return model_dir
+    w2v = os.path.join(workdir, f"w2v2_{tag}")
+    if not os.path.isfile(os.path.join(w2v, "config.json")):
+        build_random_wav2vec2(w2v, size, feat_extract_norm=feat_extract_norm)
+    fold = os.path.join(workdir, f"exp_{tag}", "speaker", "fold_1")
+    os.makedirs(fold, exist_ok=True)
+    overrides = {
+        "data_folder": os.path.join(workdir, "no_data"),
+        "output_root": os.path.join(workdir, f"exp_{tag}"),
+        "wav2vec2_hub": w2v,
+        "pretrained_folder": os.path.join(workdir, "pretrained"),
+        "feature_cache_folder": os.path.join(workdir, "cache"),
+    }
+    with open(RECIPE, encoding="utf-8") as handle:
+        hparams = load_hyperpyyaml(handle, overrides)
+    # What SpeechBrain saves as <fold>/hyperparams.yaml, as plain values.
+    run = read_run_hparams(RECIPE)
+    run.update(overrides)
+    run["manifest_folder"] = fold
+    with open(os.path.join(fold, "hyperparams.yaml"), "w") as handle:
+        yaml.safe_dump(run, handle)
+    encoder = CategoricalEncoder()
+    encoder.update_from_iterable(LABELS)
+    encoder.save(os.path.join(fold, "label_encoder.txt"))
+    checkpointer = Checkpointer(
+        os.path.join(fold, "save"),
+        recoverables={
+            "embedding_model": hparams["embedding_model"],
+            "classifier": hparams["classifier"],
+        },
+    )
+    checkpointer.save_checkpoint(meta={"UA": 50.0, "WA": 50.0, "epoch": 1})
+    export_model(os.path.dirname(os.path.dirname(fold)), model_dir)
+    return model_dir
+
+
+def speech_like(seconds, seed=0):
+    """A speech-like recording and its utterance boundaries.
+
+    Arguments
+    ---------
+    seconds : float
+        Length.
+    seed : int
+        Random seed.
+
+    Returns
+    -------
+    wav : numpy.ndarray
+        ``[time]`` float32 at 16 kHz.
+    utterances : list of (int, int)
+        Sample ``(start, stop)`` of each voiced utterance.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    total = int(seconds * SAMPLE_RATE)
+    wav = (1e-3 * rng.standard_normal(total)).astype("float32")
+    utterances, pos = [], int(0.2 * SAMPLE_RATE)
+    while pos < total:
+        n = min(int(rng.uniform(2.0, 7.0) * SAMPLE_RATE), total - pos)
+        if n < SAMPLE_RATE // 2:
+            break
+        t = np.arange(n) / SAMPLE_RATE
+        f0 = rng.uniform(90, 250) * (1 + 0.15 * np.sin(2 * np.pi * 0.7 * t))
+        phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
+        voice = sum(np.sin(k * phase) / k for k in range(1, 8))
+        syllables = 0.55 + 0.45 * np.sin(2 * np.pi * 4.0 * t + rng.uniform())
+        wav[pos : pos + n] += (0.1 * voice * syllables).astype("float32")
+        utterances.append((pos, pos + n))
+        pos += n + int(rng.uniform(0.2, 0.6) * SAMPLE_RATE)
+    return wav, utterances
+
+
+def write_audio(workdir, seconds):
+    """Write the recording and its utterances as clips; their paths.
+
+    Arguments
+    ---------
+    workdir : str
+        Output folder (``audio/`` is written there).
+    seconds : float
+        Recording length.
+
+    Returns
+    -------
+    (str, list of str)
+        The recording and the clip files.
+    """
+    import soundfile as sf
+
+    folder = os.path.join(workdir, "audio")
+    os.makedirs(folder, exist_ok=True)
+    wav, utterances = speech_like(seconds)
+    recording = os.path.join(folder, f"recording_{seconds:g}s.wav")
+    sf.write(recording, wav, SAMPLE_RATE)
+    clips = []
+    for i, (start, stop) in enumerate(utterances):
+        path = os.path.join(folder, f"clip_{i:03d}.wav")
+        sf.write(path, wav[start:stop], SAMPLE_RATE)
+        clips.append(path)
+    return recording, clips
+
+
+#: Precision name -> load_classifier keyword arguments.
+PRECISIONS = {
+    "float32": {},
+    "int8": {"quantize": True},
+    "bf16": {"bf16": True},
+    "int8+bf16": {"quantize": True, "bf16": True},
+}
+
+#: Mode name -> (label, classify_long window and hop or None for clips).
+MODES = {
+    "clips": ("whole clips", None),
+    "w4h2": ("long w4 h2", (4.0, 2.0)),
+    "w4h4": ("long w4 h4", (4.0, 4.0)),
+}
+
+
+def current_rss_mib():
+    """Resident set size of this process now, MiB."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_mode(clf, mode, recording, clips, batch_size):
+    """Classify in one mode: (audio seconds, wall seconds, posteriors).
+
+    Posteriors are one ``[classes]`` list per clip or per classified window.
+    """
+    from amser_sb.classify import classify_file, classify_long
+
+    spec = MODES[mode][1]
+    start = time.perf_counter()
+    if spec is None:
+        results = [classify_file(clf, path) for path in clips]
+        audio = sum(res.duration for res in results)
+        posts = [list(res.posteriors.values()) for res in results]
+    else:
+        res = classify_long(
+            clf, recording, window=spec[0], hop=spec[1],
+            batch_size=batch_size,
+        )
+        audio = res.duration
+        posts = [list(w.posteriors.values()) for w in res.windows
+                 if w.posteriors]
+    return audio, time.perf_counter() - start, posts
+
+
+def top2_margin(posts):
+    """Median difference between the two largest posteriors."""
+    import numpy as np
+
+    a = np.sort(np.array(posts), axis=1)
+    return float(np.median(a[:, -1] - a[:, -2])) if a.size else float("nan")
+
+
+def deviation(posts, ref):
+    """Max absolute posterior difference and share of equal labels."""
+    import numpy as np
+
+    a, b = np.array(posts), np.array(ref)
+    if a.shape != b.shape or a.size == 0:
+        return float("nan"), float("nan")
+    same = (a.argmax(1) == b.argmax(1)).mean()
+    return float(np.abs(a - b).max()), float(same)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    for name in modes:
+        if name not in MODES:
+            raise SystemExit(f"unknown mode {name!r}; pick from {list(MODES)}")
+    for name in precisions:
+        if name not in PRECISIONS:
+            raise SystemExit(
+                f"unknown precision {name!r}; pick from {list(PRECISIONS)}"
+            )
+    tmp = None
+    workdir = args.workdir
+    if workdir is None:
+        tmp = workdir = tempfile.mkdtemp(prefix="amser_infer_")
+    os.makedirs(workdir, exist_ok=True)
+    try:
+        return measure(args, workdir, modes, precisions)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def measure(args, workdir, modes, precisions):
+    """Build, load, time every precision x mode; print the tables."""
+    import gc
+
+    import torch
+
+    from amser_sb.classify import load_classifier
+
+    size = "tiny" if args.quick else "base"
+    start = time.perf_counter()
+    model_dir = build_model_folder(workdir, size, args.feat_extract_norm)
+    build_s = time.perf_counter() - start
+    recording, clips = write_audio(workdir, args.seconds)
+    load0 = os.getloadavg()[0]
+
+    classifiers, rss = {}, {}
+    for name in precisions:
+        gc.collect()
+        before = current_rss_mib()
+        clf = load_classifier(
+            model_dir, savedir=os.path.join(workdir, f"sd_{name}"),
+            **PRECISIONS[name],
+        )
+        # warm-up: one short clip (first calls allocate and pick kernels)
+        run_mode(clf, "clips", recording, clips[:1], args.batch_size)
+        rss[name] = current_rss_mib() - before
+        classifiers[name] = clf
+
+    # Rounds interleave the precisions within each mode, so that load from
+    # other processes hits them alike.
+    best, posts = {}, {}
+    for _ in range(args.rounds):
+        for mode in modes:
+            for name, clf in classifiers.items():
+                audio, secs, post = run_mode(
+                    clf, mode, recording, clips, args.batch_size
+                )
+                posts[mode, name] = post
+                old = best.get((mode, name), (audio, float("inf")))
+                best[mode, name] = (audio, min(secs, old[1]))
+    rows = [(mode, name) + value for (mode, name), value in best.items()]
+    load1 = os.getloadavg()[0]
+    peak = peak_rss_mib()
+
+    threads = torch.get_num_threads()
+    print(
+        f"inference_speed: {size} random wav2vec2 ({args.feat_extract_norm} "
+        f"norm) + recipe AM-ResNet/fusion, exported and loaded with "
+        f"EncoderClassifier; CPU, {threads} torch threads, "
+        f"{os.cpu_count()} cores visible, load average {load0:.1f} -> "
+        f"{load1:.1f}; {args.seconds:g} s speech-like recording, "
+        f"{len(clips)} clips; classify_long batch {args.batch_size} "
+        f"(model folder ready in {build_s:.0f} s)"
+    )
+    print()
+    print("| mode        | precision | audio s | seconds |    RTF "
+          f"| goal <= {GOAL} | max abs dp vs float32 | same label |")
+    print("|-------------|-----------|---------|---------|--------"
+          "|------------|-----------------------|------------|")
+    met_any = False
+    for mode, name, audio, secs in rows:
+        rtf = secs / audio
+        met = rtf <= GOAL
+        met_any |= met
+        dev, same = (
+            deviation(posts[mode, name], posts[mode, "float32"])
+            if "float32" in classifiers and name != "float32"
+            else (float("nan"), float("nan"))
+        )
+        dev_s = "-" if dev != dev else f"{dev:.4f}"
+        same_s = "-" if same != same else f"{100 * same:.0f}%"
+        print(
+            f"| {MODES[mode][0]:<11} | {name:<9} | {audio:>7.1f} "
+            f"| {secs:>7.2f} | {rtf:>6.3f} | {'met' if met else 'missed':<10} "
+            f"| {dev_s:>21} | {same_s:>10} |"
+        )
+    print()
+    ratios = []
+    for mode in modes:
+        ref = [r for r in rows if r[0] == mode and r[1] == "float32"]
+        if not ref:
+            continue
+        for _, name, _, secs in (r for r in rows if r[0] == mode):
+            if name != "float32":
+                speedup = ref[0][3] / secs
+                ratios.append(f"{MODES[mode][0]} {name} {speedup:.2f}x")
+    if ratios:
+        print("speed-up vs float32 (same run): " + "; ".join(ratios))
+    if "float32" in classifiers:
+        margins = ", ".join(
+            f"{MODES[mode][0]} {top2_margin(posts[mode, 'float32']):.3f}"
+            for mode in modes
+        )
+        print(
+            "float32 median top-2 posterior margin (labels flip more "
+            f"easily when small): {margins}"
+        )
+    print(
+        "RSS added by each loaded model (MiB): "
+        + ", ".join(f"{name} {mib:.0f}" for name, mib in rss.items())
+        + f"; process peak RSS {peak:.0f} MiB"
+    )
+    return 0 if met_any else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Inference speed-ups: exact window batching, opt-in int8 / bf16, CLI flags.
+
+The model folder is the benchmark's: the recipe's model with a tiny random
+wav2vec2, saved as a training checkpoint and exported (no training).
+"""
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from amser_sb.classify import classify_file, classify_long, load_classifier
+from amser_sb.precision import Autocast, reduce_precision
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCH = os.path.join(HERE, "..", "benchmarks", "inference_speed.py")
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("inference_speed", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """Benchmark work folder holding a tiny exported model and audio."""
+    root = tmp_path_factory.mktemp("infer")
+    bench = _bench()
+    bench.build_model_folder(str(root), "tiny")
+    bench.write_audio(str(root), 13.0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_dir(workdir):
+    return str(workdir / "model_tiny_group")
+
+
+@pytest.fixture(scope="module")
+def audio(workdir):
+    folder = workdir / "audio"
+    clips = sorted(str(p) for p in folder.glob("clip_*.wav"))
+    return str(folder / "recording_13s.wav"), clips
+
+
+def _posteriors(results):
+    return np.array([list(r.posteriors.values()) for r in results])
+
+
+def test_classify_long_batching_is_exact(model_dir, audio, tmp_path):
+    """Windows batched (equal lengths share a backbone call) == one by
+    one; the last window of 13 s with hop 4 is shorter (12-13 s)."""
+    clf = load_classifier(model_dir, savedir=str(tmp_path / "sd"))
+    recording, _ = audio
+    one = classify_long(clf, recording, window=4, hop=4, batch_size=1)
+    many = classify_long(clf, recording, window=4, hop=4, batch_size=8)
+    assert [(w.start, w.end) for w in many.windows] == [
+        (0.0, 4.0), (4.0, 8.0), (8.0, 12.0), (12.0, 13.0)
+    ]
+    voiced = [w for w in one.windows if w.posteriors]
+    assert len(voiced) >= 3
+    np.testing.assert_allclose(
+        _posteriors(many.windows), _posteriors(one.windows), atol=1e-4,
+        rtol=0,
+    )
+    assert many.label == one.label
+    with pytest.raises(ValueError, match="batch_size"):
+        classify_long(clf, recording, batch_size=0)
+
+
+def test_int8_and_bf16_stay_close_to_float(model_dir, audio, tmp_path):
+    _, clips = audio
+    ref = load_classifier(model_dir, savedir=str(tmp_path / "a"))
+    fast = load_classifier(model_dir, savedir=str(tmp_path / "b"),
+                           quantize=True, bf16=True)
+    kinds = {m._get_name() for m in fast.mods.embedding_model.modules()}
+    assert {"DynamicQuantizedLinear", "Autocast"} <= kinds
+    # the head stays float
+    assert type(fast.mods.classifier.linear) is torch.nn.Linear
+    want = [classify_file(ref, path) for path in clips]
+    got = [classify_file(fast, path) for path in clips]
+    p_ref, p_got = _posteriors(want), _posteriors(got)
+    assert np.abs(p_got - p_ref).max() < 0.02
+    top = np.sort(p_ref, axis=1)
+    clear = top[:, -1] - top[:, -2] > 0.04
+    for w, g, is_clear in zip(want, got, clear):
+        if is_clear:
+            assert w.label == g.label
+
+
+def test_precision_options_check_their_inputs():
+    with pytest.raises(ValueError, match="CPU"):
+        load_classifier("unused", device="cuda:0", quantize=True)
+    plain = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    with pytest.raises(ValueError, match="bf16 needs a wav2vec2"):
+        reduce_precision(plain, bf16=True)
+    quantized = reduce_precision(plain, int8=True)[0]
+    assert quantized._get_name() == "DynamicQuantizedLinear"
+
+
+def test_autocast_keeps_float_output_and_arguments():
+    class Scale(torch.nn.Module):
+        def forward(self, x, factor=1.0):
+            return torch.nn.functional.linear(x, torch.eye(3)) * factor
+
+    out = Autocast(Scale())(torch.ones(2, 3), factor=2.0)
+    assert out.dtype == torch.float32
+    assert torch.equal(out, torch.full((2, 3), 2.0))
+
+
+def test_cli_classify_speed_flags(model_dir, audio, tmp_path, capsys):
+    from amser_sb.cli import main
+
+    recording, _ = audio
+    threads = torch.get_num_threads()
+    try:
+        status = main([
+            "classify", recording, "--model", model_dir,
+            "--savedir", str(tmp_path / "sd"), "--window", "4", "--hop",
+            "4", "--batch_size", "2", "--int8", "--bf16", "--threads", "1",
+            "--json",
+        ])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert status == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(out["windows"]) == 4 and out["duration"] == 13.0
+
+
+def test_benchmark_quick_run_prints_the_table(workdir, capsys):
+    status = _bench().main([
+        "--quick", "--seconds", "13", "--modes", "w4h4,clips",
+        "--precisions", "float32,int8", "--workdir", str(workdir),
+        "--threads", "0",
+    ])
+    out = capsys.readouterr().out
+    assert status in (0, 1)
+    rows = [line for line in out.splitlines() if line.startswith("| long")
+            or line.startswith("| whole")]
+    assert len(rows) == 4
+    assert "peak RSS" in out and "speed-up vs float32" in out
+    wav, _ = sf.read(os.path.join(workdir, "audio", "recording_13s.wav"))
+    assert wav.shape == (13 * 16000,)

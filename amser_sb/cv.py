@@ -15,8 +15,8 @@ speaker/session), test the best checkpoint. A fold whose
 folder to redo it); an interrupted fold resumes from its last checkpoint.
 Finally ``results.md`` and ``results.json`` are written to
 ``<output_root>/<protocol>``: WA, UA, macro-F1 and per-class recall of each
-fold and their mean ± sample standard deviation, the shape of the paper's
-Table 5.
+finished fold (those of earlier calls with other ``--folds`` included) and
+their mean ± sample standard deviation, the shape of the paper's Table 5.
 
 Authors
  * amser-sb contributors 2026
@@ -39,7 +39,12 @@ from hyperpyyaml import load_hyperpyyaml, resolve_references
 from amser_sb.brain import AMSERBrain
 from amser_sb.data.iemocap import prepare_iemocap
 from amser_sb.metrics import _json_safe
-from amser_sb.pipeline import dataio_prep, loader_options
+from amser_sb.pipeline import (
+    AudioError,
+    ManifestError,
+    dataio_prep,
+    loader_options,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -539,19 +544,30 @@ def run_cv(argv):
         del hparams
         gc.collect()
 
-        per_fold = []
+        debug = bool(run_opts.get("debug"))
+        summaries = {}
         for fold in folds:
             fold_overrides = overrides + f"\nfold: {fold}"
             done = os.path.join(results_folder, f"fold_{fold}", DONE_FILE)
-            summary = _finished(done, debug=bool(run_opts.get("debug")))
+            summary = _finished(done, debug)
             if summary is not None:
                 logger.info("fold %d already finished (%s): kept", fold, done)
             else:
                 logger.info("fold %d of %s: training", fold, folds)
                 summary = run_fold(hparams_file, run_opts, fold_overrides)
                 gc.collect()
-            if summary is None:  # only the main process writes results
-                continue
+            if summary is not None:  # only the main process has results
+                summaries[fold] = summary
+        # The table holds every finished fold, also those of earlier calls
+        # with other --folds.
+        for fold in available:
+            if fold not in summaries:
+                done = os.path.join(results_folder, f"fold_{fold}", DONE_FILE)
+                summary = _finished(done, debug)
+                if summary is not None:
+                    summaries[fold] = summary
+        per_fold = []
+        for fold, summary in sorted(summaries.items()):
             per_fold.append(
                 {
                     "fold": fold,
@@ -566,7 +582,7 @@ def run_cv(argv):
                     "epoch": summary.get("epoch"),
                 }
             )
-    except RecipeError as err:
+    except (RecipeError, ManifestError, AudioError) as err:
         raise SystemExit(f"error: {err}") from err
     result = write_results(results_folder, per_fold, title, protocol)
     logger.info("results written to %s", results_folder)

@@ -132,7 +132,10 @@ def test_cross_validation_two_folds(corpus, tiny_w2v2_group, tmp_path,
                                     monkeypatch, capsys):
     args = [FULL, "--protocol", "session", "--noprogressbar",
             *_overrides(corpus, tiny_w2v2_group, tmp_path / "exp", epochs=1)]
-    result = cv.run_cv(args)
+    first = cv.run_cv([*args, "--folds", "1"])
+    assert [fold["fold"] for fold in first["folds"]] == [1]
+    # the second call trains fold 2; the table holds both folds
+    result = cv.run_cv([*args, "--folds", "2"])
     folder = tmp_path / "exp" / "session"
     assert [fold["fold"] for fold in result["folds"]] == [1, 2]
     assert [fold["test_groups"] for fold in result["folds"]] == [

@@ -17,8 +17,8 @@ Measurements (the machine this was written on is shared, so timing uses
 paired, interleaved runs):
 
 * **step time**: wall time, or with ``--clock cpu`` this process's CPU
-  time (steadier on a shared machine; use it with ``--threads 1``, as
-  busy-waiting threads otherwise count). All four configurations live in
+  time (steadier on a shared machine; meant for ``--threads 1``, the
+  default, as busy-waiting threads otherwise count). All four configurations live in
   one process, sharing one backbone instance per backbone setting; each
   round runs one step of every configuration back to back (after
   ``--warmup`` rounds). A step is ``zero_grad``,
@@ -39,7 +39,7 @@ paired, interleaved runs):
 Usage::
 
     python benchmarks/model_speed.py                 # CPU, batch 2 x 4 s
-    python benchmarks/model_speed.py --threads 1 --clock cpu  # shared CPU
+    python benchmarks/model_speed.py --clock cpu     # busy machine
     python benchmarks/model_speed.py --device cuda --batch 8
 
 It exits with status 1 when the goal is missed.
@@ -70,7 +70,13 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument(
-        "--threads", type=int, default=0, help="torch threads (0: default)"
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: on a shared machine two "
+        "OpenMP threads wait on each other at every small operation, which "
+        "penalises the model with more, smaller operations; 0: torch's "
+        "default)",
     )
     parser.add_argument(
         "--w2v-folder",

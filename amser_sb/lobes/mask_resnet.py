@@ -43,7 +43,7 @@ What the paper does not state, and is chosen here (all hparams):
   an eval-mode property.
 * **Shortcut**: identity when shape is kept, else a bias-free 1x1
   convolution with the block's stride on the pre-activated input (He et al.,
-  2016, pre-activation ResNet).
+  2016, pre-activation ResNet), computed as subsampling + 1x1 convolution.
 * **Head**: a final ``BN -> mask -> ReLU`` (as pre-activation networks end)
   gives ``E``; the attention convolution has kernel 1 by default.
 * **Ablations**: ``use_mask=False`` is the paper's plain *ResNet*: no MADD,
@@ -237,8 +237,10 @@ class MaskResBlock(torch.nn.Module):
         self.norm2 = torch.nn.BatchNorm1d(out_channels)
         self.conv2 = MaskedConv1d(out_channels, out_channels, kernel_size)
         if stride != 1 or in_channels != out_channels:
+            # A 1x1 convolution with stride s, computed as subsampling then
+            # a 1x1 convolution (same result, several times faster on CPU).
             self.shortcut = torch.nn.Conv1d(
-                in_channels, out_channels, 1, stride=stride, bias=False
+                in_channels, out_channels, 1, bias=False
             )
         else:
             self.shortcut = None
@@ -290,7 +292,7 @@ class MaskResBlock(torch.nn.Module):
         if self.shortcut is None:
             shortcut = x
         else:
-            shortcut = self.shortcut(act)
+            shortcut = self.shortcut(act[..., :: self.conv1.stride])
         return (h + shortcut) * mask2, mask2, len2
 
 

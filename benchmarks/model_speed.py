@@ -18,10 +18,10 @@ paired, interleaved runs):
 
 * **step time**: wall time, or with ``--clock cpu`` this process's CPU
   time (steadier on a shared machine; meant for ``--threads 1``, the
-  default, as busy-waiting threads otherwise count). All four configurations live in
-  one process, sharing one backbone instance per backbone setting; each
-  round runs one step of every configuration back to back (after
-  ``--warmup`` rounds). A step is ``zero_grad``,
+  default, as busy-waiting threads otherwise count). All four
+  configurations live in one process, sharing one backbone instance per
+  backbone setting; each round runs one step of every configuration back
+  to back (after ``--warmup`` rounds). A step is ``zero_grad``,
   forward, NLL loss, backward (no optimiser update); on CUDA the device is
   synchronised around it. The table gives the median and minimum over
   ``--rounds``; the time ratio is the median over rounds of fused /

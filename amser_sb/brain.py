@@ -13,7 +13,10 @@ Optional behaviour, all driven by the hparams:
 
 - ``use_feature_cache`` (with a frozen wav2vec2): backbone outputs come
   from :class:`amser_sb.feature_cache.FeatureCache` (computed once per
-  segment, on disk under ``feature_cache_folder``).
+  segment, on disk under ``feature_cache_folder``). With
+  ``freeze_am_resnet`` too (the paper's stage 2), AM-ResNet's outputs are
+  cached the same way (keyed also by the voiced mask), so an epoch only
+  trains fusion and classifier.
 - ``lr_wav2vec2`` (with a fine-tuned wav2vec2): the backbone's weights
   are a second parameter group of the one optimiser, with that rate.
 - the paper's **two-stage schedule**: stage 1 trains AM-ResNet alone
@@ -97,6 +100,7 @@ class AMSERBrain(sb.Brain):
         self.labels = [encoder.ind2lab[i] for i in range(len(encoder))]
         self.class_weights = None
         self.feature_cache = self._make_feature_cache()
+        self.am_cache = self._make_am_cache()
         self.test_summary = None
         self._stage_start = None
 
@@ -143,6 +147,27 @@ class AMSERBrain(sb.Brain):
         return FeatureCache(
             folder,
             backbone,
+            dtype=self._hparam("feature_cache_dtype", "float16"),
+        )
+
+    def _make_am_cache(self):
+        """A cache of AM-ResNet outputs when AM-ResNet is frozen and fused.
+
+        Returns
+        -------
+        FeatureCache or None
+        """
+        model = self.modules.embedding_model
+        if (
+            self.feature_cache is None
+            or not self._hparam("freeze_am_resnet", False)
+            or self.am_resnet is None
+            or getattr(model, "fusion", None) is None
+        ):
+            return None
+        return FeatureCache(
+            self.feature_cache.root,
+            self.am_resnet,
             dtype=self._hparam("feature_cache_dtype", "float16"),
         )
 
@@ -334,18 +359,30 @@ class AMSERBrain(sb.Brain):
         mask, _ = batch.mask
         if stage == sb.Stage.TRAIN:
             self._freeze_am_resnet()
+        model = self.modules.embedding_model
         ssl_feats = ssl_lens = None
         if self.feature_cache is not None:
             samples = torch.round(wav_lens * wavs.shape[1]).long().tolist()
-            ssl_feats, ssl_lens = self.feature_cache.features(
-                [wav[:n] for wav, n in zip(wavs, samples)],
-                batch.wav,
-                batch.seg_start.tolist(),
-                batch.seg_stop.tolist(),
+            sigs = [wav[:n] for wav, n in zip(wavs, samples)]
+            keys = (batch.wav, batch.seg_start.tolist(),
+                    batch.seg_stop.tolist())
+            ssl_feats, ssl_lens = self.feature_cache.features(sigs, *keys)
+        if self.am_cache is not None:
+            # Frozen AM-ResNet: both branches from the cache, then fusion
+            # exactly as AMSER.forward does it.
+            am_feats, am_lens = self.am_cache.features(
+                sigs, *keys, masks=[m[:n] for m, n in zip(mask, samples)]
             )
-        embeddings = self.modules.embedding_model(
-            wavs, wav_lens, mask=mask, ssl_feats=ssl_feats, ssl_lens=ssl_lens
-        )
+            w2v, w2v_lens = model.ssl_features(
+                wavs, wav_lens, ssl_feats, ssl_lens
+            )
+            embeddings = model.fusion(am_feats, am_lens, w2v, w2v_lens)
+            embeddings = embeddings.unsqueeze(1)
+        else:
+            embeddings = model(
+                wavs, wav_lens, mask=mask, ssl_feats=ssl_feats,
+                ssl_lens=ssl_lens,
+            )
         outputs = self.modules.classifier(embeddings)
         if getattr(self.modules.classifier, "output", None) == "prob":
             return torch.log(outputs.clamp(min=1e-12))
@@ -397,19 +434,21 @@ class AMSERBrain(sb.Brain):
             `None` during the test stage.
         """
         self._stage_start = time.time()
-        if self.feature_cache is not None:
-            self.feature_cache.reset_stats()
+        for cache in (self.feature_cache, self.am_cache):
+            if cache is not None:
+                cache.reset_stats()
         if stage != sb.Stage.TRAIN:
             self.stats = ClassificationStats(self.labels)
 
     def _cache_stats(self):
         """Feature-cache counters of the stage, for the log."""
-        if self.feature_cache is None:
-            return {}
-        return {
-            "cache_hits": self.feature_cache.hits,
-            "cache_misses": self.feature_cache.misses,
-        }
+        stats = {}
+        if self.feature_cache is not None:
+            stats["cache_hits"] = self.feature_cache.hits
+            stats["cache_misses"] = self.feature_cache.misses
+        if self.am_cache is not None:
+            stats["am_cache_misses"] = self.am_cache.misses
+        return stats
 
     def _anneal_lr(self, epoch, valid_ua):
         """Steps ``lr_annealing`` and scales every parameter group by the

@@ -22,6 +22,10 @@ length (most training segments are exactly 4 s) are run as one batch, which
 is about 2.5x faster than one by one for wav2vec2-base on CPU; equal lengths
 mean no padding, so the result is the same up to float rounding.
 
+The same cache serves a frozen AM-ResNet (the paper's stage 2 keeps it
+fixed): its output also depends on the voiced mask, which is then given to
+:meth:`FeatureCache.features` and keyed by a digest of its samples.
+
 Layout: ``<folder>/<backbone fingerprint>/identity.json`` describes the
 backbone; ``<folder>/<backbone fingerprint>/<ab>/<audio key>.pt`` holds one
 segment's ``[frames, feat]`` (or ``[layers, frames, feat]``) tensor.
@@ -141,6 +145,12 @@ def backbone_identity(backbone):
     }
 
 
+def _mask_digest(mask):
+    """Hex digest of a 0/1 sample mask."""
+    bits = (mask.detach().cpu() != 0).to(torch.uint8).numpy()
+    return hashlib.sha1(bits.tobytes()).hexdigest()
+
+
 def _hash_json(value):
     """Hex digest of a JSON-serialisable value."""
     text = json.dumps(value, sort_keys=True, default=str)
@@ -223,7 +233,7 @@ class FeatureCache:
         self.hits = 0
         self.misses = 0
 
-    def audio_key(self, path, start, stop):
+    def audio_key(self, path, start, stop, extra=None):
         """The key of one segment of one file.
 
         Arguments
@@ -232,6 +242,8 @@ class FeatureCache:
             Audio file.
         start, stop : int
             Segment bounds in samples.
+        extra : str, optional
+            Anything else the features depend on (e.g. a mask digest).
 
         Returns
         -------
@@ -250,13 +262,16 @@ class FeatureCache:
         else:
             stat = os.stat(real)
             audio = [real, stat.st_size, stat.st_mtime_ns]
-        return _hash_json([audio, int(start), int(stop)])
+        key = [audio, int(start), int(stop)]
+        if extra is not None:
+            key.append(extra)
+        return _hash_json(key)
 
     def _entry(self, key):
         """File holding the entry of ``key``."""
         return os.path.join(self.folder, key[:2], key + ".pt")
 
-    def load(self, path, start, stop):
+    def load(self, path, start, stop, extra=None):
         """The stored features of a segment, or None.
 
         Arguments
@@ -265,13 +280,15 @@ class FeatureCache:
             Audio file.
         start, stop : int
             Segment bounds in samples.
+        extra : str, optional
+            Extra key (see :meth:`audio_key`).
 
         Returns
         -------
         torch.Tensor or None
             ``[frames, feat]`` (float32) if cached.
         """
-        entry = self._entry(self.audio_key(path, start, stop))
+        entry = self._entry(self.audio_key(path, start, stop, extra))
         if not os.path.isfile(entry):
             return None
         try:
@@ -281,7 +298,7 @@ class FeatureCache:
                            entry, err)
             return None
 
-    def store(self, path, start, stop, feats):
+    def store(self, path, start, stop, feats, extra=None):
         """Stores a segment's features (atomically).
 
         Arguments
@@ -292,8 +309,10 @@ class FeatureCache:
             Segment bounds in samples.
         feats : torch.Tensor
             ``[frames, feat]`` features.
+        extra : str, optional
+            Extra key (see :meth:`audio_key`).
         """
-        entry = self._entry(self.audio_key(path, start, stop))
+        entry = self._entry(self.audio_key(path, start, stop, extra))
         os.makedirs(os.path.dirname(entry), exist_ok=True)
         handle, tmp = tempfile.mkstemp(dir=os.path.dirname(entry))
         os.close(handle)
@@ -301,7 +320,7 @@ class FeatureCache:
         os.replace(tmp, entry)
 
     @torch.no_grad()
-    def compute(self, sigs):
+    def compute(self, sigs, masks=None):
         """Runs the backbone on unpadded segments.
 
         Segments of equal length go through together (up to ``max_batch``
@@ -313,6 +332,9 @@ class FeatureCache:
         ---------
         sigs : list of torch.Tensor
             ``[time]`` waveforms (on the backbone's device).
+        masks : list of torch.Tensor, optional
+            ``[time]`` sample masks, passed on as ``mask=`` (e.g. to
+            :class:`amser_sb.lobes.AMResNet`).
 
         Returns
         -------
@@ -334,7 +356,10 @@ class FeatureCache:
                     chunk = indices[first : first + self.max_batch]
                     wavs = torch.stack([sigs[i] for i in chunk])
                     lens = torch.ones(len(chunk), device=wavs.device)
-                    if hasattr(self.backbone, "extract"):
+                    if masks is not None:
+                        mask = torch.stack([masks[i] for i in chunk])
+                        out = self.backbone(wavs, lens, mask=mask)
+                    elif hasattr(self.backbone, "extract"):
                         out = self.backbone.extract(wavs, lens)
                     else:
                         out = self.backbone(wavs)
@@ -348,7 +373,7 @@ class FeatureCache:
             self.backbone.train(was_training)
         return outs
 
-    def features(self, sigs, paths, starts, stops):
+    def features(self, sigs, paths, starts, stops, masks=None):
         """Features of a batch of segments, from the cache or computed.
 
         Arguments
@@ -359,6 +384,9 @@ class FeatureCache:
             Audio file of each segment.
         starts, stops : list of int
             Bounds of each segment in its file, samples.
+        masks : list of torch.Tensor, optional
+            ``[time]`` sample mask of each segment, given to the backbone as
+            ``mask=``; a digest of each mask is part of its key.
 
         Returns
         -------
@@ -368,20 +396,26 @@ class FeatureCache:
         lens : torch.Tensor
             ``[batch]`` relative lengths in frames.
         """
+        extras = [None] * len(sigs)
+        if masks is not None:
+            extras = [_mask_digest(mask) for mask in masks]
         outs = []
         missing = []
         for index, (path, start, stop) in enumerate(zip(paths, starts, stops)):
-            feats = self.load(path, int(start), int(stop))
+            feats = self.load(path, int(start), int(stop), extras[index])
             if feats is None:
                 missing.append(index)
             outs.append(feats)
         self.hits += len(outs) - len(missing)
         self.misses += len(missing)
         if missing:
-            computed = self.compute([sigs[i] for i in missing])
+            computed = self.compute(
+                [sigs[i] for i in missing],
+                None if masks is None else [masks[i] for i in missing],
+            )
             for index, feats in zip(missing, computed):
                 self.store(paths[index], int(starts[index]),
-                           int(stops[index]), feats)
+                           int(stops[index]), feats, extras[index])
                 # what later epochs will read back
                 outs[index] = feats.to(self.dtype).float()
         outs = [out.to(sigs[0].device) for out in outs]

@@ -171,3 +171,28 @@ def test_equal_length_segments_run_as_one_batch(backbone, tmp_path):
             assert torch.allclose(feats[k], ref[0], atol=1e-5)
     # the backbone's own options and mode are left as they were
     assert backbone.per_utterance == "eval" and backbone.training == mode
+
+
+def test_frozen_am_resnet_is_cached_with_its_mask(tmp_path):
+    path, sig = _wav(tmp_path / "a.wav", 1.0)
+    torch.manual_seed(0)
+    am = AMResNet(channels=8).eval()
+    cache = FeatureCache(tmp_path / "cache", am, dtype="float32")
+    mask = torch.zeros(16000)
+    mask[2000:12000] = 1
+    short = torch.ones(8000)
+    feats, lens = cache.features([sig, sig[:8000]], [path, path], [0, 0],
+                                 [16000, 8000], masks=[mask, short])
+    wavs = torch.stack([sig, torch.cat([sig[:8000], torch.zeros(8000)])])
+    masks = torch.stack([mask, torch.cat([short, torch.zeros(8000)])])
+    with torch.no_grad():
+        ref, ref_lens = am(wavs, torch.tensor([1.0, 0.5]), mask=masks)
+    assert torch.allclose(lens, ref_lens)
+    n = int(round(float(ref_lens[1]) * ref.shape[1]))
+    assert torch.allclose(feats[0], ref[0], atol=1e-5)
+    assert torch.allclose(feats[1, :n], ref[1, :n], atol=1e-5)
+    # same audio, same bounds, another mask: another entry
+    cache.features([sig], [path], [0], [16000], masks=[torch.ones(16000)])
+    assert cache.misses == 3
+    cache.features([sig], [path], [0], [16000], masks=[mask])
+    assert cache.hits == 1

@@ -18,6 +18,10 @@ Configurations (each with a fresh, empty cache):
 * ``fusion, cache``: the full model (AM-ResNet + wav2vec2 + cross-attention
   + classifier); AM-ResNet, fusion and classifier still train every epoch,
   only the backbone's outputs are reused;
+* ``fusion, AM-ResNet frozen (stage 2), cache``: the paper's stage 2
+  (``freeze_am_resnet: True``; here without loading a stage-1 checkpoint,
+  which does not change the cost): both branches come from the cache, only
+  fusion and classifier train;
 * ``wav2vec2 probe, cache``: ``mode: wav2vec2`` (mean pooling + linear, the
   frozen SUPERB-style probe);
 * ``fusion, no cache``: the full model recomputing the backbone every epoch
@@ -62,6 +66,10 @@ HPARAMS = os.path.join(RECIPE, "hparams", "am_resnet_w2v2.yaml")
 
 CONFIGS = (
     ("fusion, cache", {"mode": "fusion", "use_feature_cache": True}),
+    (
+        "fusion, AM-ResNet frozen (stage 2), cache",
+        {"mode": "fusion", "use_feature_cache": True, "freeze_am_resnet": True},
+    ),
     ("wav2vec2 probe, cache", {"mode": "wav2vec2", "use_feature_cache": True}),
     ("fusion, no cache", {"mode": "fusion", "use_feature_cache": False}),
 )

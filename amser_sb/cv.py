@@ -208,8 +208,37 @@ def prepare_kwargs(hparams):
     }
 
 
+def corpus_kwargs(hparams):
+    """Arguments of ``prepare_corpus`` (a corpus preset) from the hparams.
+
+    Arguments
+    ---------
+    hparams : dict
+        Loaded recipe hparams with ``dataset`` naming a preset.
+
+    Returns
+    -------
+    dict
+        Keyword arguments of :func:`amser_sb.data.corpora.prepare_corpus`.
+    """
+    return {
+        "preset": hparams["dataset"],
+        "data_folder": hparams["data_folder"],
+        "save_folder": hparams["manifest_folder"],
+        "protocol": hparams["protocol"],
+        "classes": hparams.get("classes"),
+        "n_folds": hparams.get("n_folds", 5),
+        "seed": hparams["prepare_seed"],
+        "madd_window": hparams["madd_window"],
+        "madd_factor": hparams["madd_factor"],
+    }
+
+
 def prepare_data(hparams):
-    """Runs the IEMOCAP preparation on the main process (idempotent).
+    """Runs the data preparation on the main process (idempotent).
+
+    IEMOCAP (``dataset: iemocap``) or a corpus preset of
+    :mod:`amser_sb.data.corpora`; both write the same manifests and folds.
 
     Arguments
     ---------
@@ -218,8 +247,21 @@ def prepare_data(hparams):
     """
     if hparams.get("skip_prep", False):
         return
+    dataset = str(hparams.get("dataset") or "iemocap").lower()
+    if dataset == "iemocap":
+        sb.utils.distributed.run_on_main(
+            prepare_iemocap, kwargs=prepare_kwargs(hparams)
+        )
+        return
+    from amser_sb.data.corpora import preset_names, prepare_corpus
+
+    if dataset not in preset_names():
+        raise RecipeError(
+            f"unknown dataset {dataset!r}: use iemocap or one of "
+            f"{', '.join(preset_names())}"
+        )
     sb.utils.distributed.run_on_main(
-        prepare_iemocap, kwargs=prepare_kwargs(hparams)
+        prepare_corpus, kwargs=corpus_kwargs(hparams)
     )
 
 

@@ -522,22 +522,24 @@ def check_held_out(fold_folder, protocol):
     fold_folder : str
         ``<manifest_folder>/<protocol>/fold_<k>``.
     protocol : str
-        ``session`` checks the ``session`` column; any other protocol the
-        ``spk_id`` column (rows without a speaker are not checked).
+        ``session`` checks the ``session`` column, ``grouped`` (corpus
+        presets without speakers) too, where it holds the recording a
+        segment belongs to; any other protocol the ``spk_id`` column (rows
+        without a known speaker are not checked).
 
     Raises
     ------
     ManifestError
         Naming the fold and the leaked speakers or sessions.
     """
-    column = "session" if protocol == "session" else "spk_id"
+    column = "session" if protocol in ("session", "grouped") else "spk_id"
     groups = {}
     for stage in ("train", "valid", "test"):
         path = os.path.join(fold_folder, f"{stage}.csv")
         with open(path, newline="") as handle:
             groups[stage] = {
                 row.get(column) for row in csv.DictReader(handle)
-            } - {None, ""}
+            } - {None, "", "unknown"}
     for stage in ("train", "valid"):
         leaked = groups["test"] & groups[stage]
         if leaked:

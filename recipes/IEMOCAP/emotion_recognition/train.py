@@ -22,10 +22,9 @@ Authors
 import sys
 
 import speechbrain as sb
-from iemocap_prepare import prepare_iemocap
 
 from amser_sb.brain import AMSERBrain
-from amser_sb.cv import RecipeError, load_hparams, prepare_kwargs
+from amser_sb.cv import RecipeError, load_hparams, prepare_data
 from amser_sb.pipeline import dataio_prep, loader_options
 
 # The same steps as amser_sb.cv.run_fold (used by cv.py for every fold).
@@ -46,11 +45,12 @@ if __name__ == "__main__":
         overrides=overrides,
     )
 
-    # Manifests, label encoder and folds, on one process (idempotent).
-    if not hparams["skip_prep"]:
-        sb.utils.distributed.run_on_main(
-            prepare_iemocap, kwargs=prepare_kwargs(hparams)
-        )
+    # Manifests, label encoder and folds, on one process (idempotent):
+    # iemocap_prepare.prepare_iemocap, or a corpus preset (--dataset).
+    try:
+        prepare_data(hparams)
+    except RecipeError as err:
+        sys.exit(f"error: {err}")
 
     # Train/valid/test datasets of this fold (segments, masks, targets).
     datasets = dataio_prep(hparams)

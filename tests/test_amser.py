@@ -201,3 +201,16 @@ def test_classifier_outputs_share_one_checkpoint():
     assert torch.allclose(heads["prob"](emb), logits.softmax(-1))
     with pytest.raises(ValueError, match="output must be one of"):
         EmotionClassifier(8, 4, output="sigmoid")
+
+
+@pytest.mark.parametrize("mode", ["fusion", "concat", "am_resnet"])
+def test_precomputed_am_resnet_features(tiny_w2v2_layer, tmp_path, mode):
+    model = build(tiny_w2v2_layer, tmp_path, mode=mode).eval()
+    batch, lens = pad_batch(WAVS)
+    with torch.no_grad():
+        am, am_lens = model.am_resnet(batch, lens)
+        direct = model(batch, lens)
+        cached = model(batch, lens, am_feats=am, am_lens=am_lens)
+        derived = model(batch, lens, am_feats=am)
+    assert torch.equal(direct, cached)
+    assert torch.equal(direct, derived)

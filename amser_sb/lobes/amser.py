@@ -136,8 +136,50 @@ class AMSER(torch.nn.Module):
                 ssl_lens = counts.to(ssl_feats.dtype) / frames
         return self.wav2vec2.combine(ssl_feats), ssl_lens
 
+    def am_features(
+        self, wavs, wav_lens, mask=None, am_feats=None, am_lens=None
+    ):
+        """AM-ResNet features, from the waveforms or given (cached).
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, time]`` waveforms.
+        wav_lens : torch.Tensor
+            ``[batch]`` relative lengths.
+        mask : torch.Tensor, optional
+            Voiced 0/1 mask ``[batch, time]``; None runs MADD.
+        am_feats : torch.Tensor, optional
+            Precomputed ``AMResNet`` output ``[batch, frames, channels]``
+            (e.g. a frozen stage-1 AM-ResNet's, from a cache).
+        am_lens : torch.Tensor, optional
+            Their relative lengths; None derives them from ``wav_lens``.
+
+        Returns
+        -------
+        feats : torch.Tensor
+            ``[batch, frames, channels]``.
+        lens : torch.Tensor
+            ``[batch]`` relative lengths in frames.
+        """
+        if am_feats is None:
+            return self.am_resnet(wavs, wav_lens, mask)
+        if am_lens is None:
+            frames = am_feats.shape[1]
+            n = torch.round(wav_lens * wavs.shape[1]).long()
+            counts = self.am_resnet.output_lengths(n).clamp(1, frames)
+            am_lens = counts.to(am_feats.dtype) / frames
+        return am_feats, am_lens
+
     def forward(
-        self, wavs, wav_lens=None, mask=None, ssl_feats=None, ssl_lens=None
+        self,
+        wavs,
+        wav_lens=None,
+        mask=None,
+        ssl_feats=None,
+        ssl_lens=None,
+        am_feats=None,
+        am_lens=None,
     ):
         """Utterance embeddings.
 
@@ -154,6 +196,10 @@ class AMSER(torch.nn.Module):
             Precomputed (cached) backbone outputs, see ``ssl_features``.
         ssl_lens : torch.Tensor, optional
             Relative lengths of ``ssl_feats``.
+        am_feats : torch.Tensor, optional
+            Precomputed (cached) AM-ResNet outputs, see ``am_features``.
+        am_lens : torch.Tensor, optional
+            Relative lengths of ``am_feats``.
 
         Returns
         -------
@@ -175,10 +221,12 @@ class AMSER(torch.nn.Module):
                 "wavs may be None only in 'wav2vec2' mode with ssl_feats"
             )
         if self.mode == "am_resnet":
-            feats, lens = self.am_resnet(wavs, wav_lens, mask)
+            feats, lens = self.am_features(
+                wavs, wav_lens, mask, am_feats, am_lens
+            )
             return masked_mean(feats, lens).unsqueeze(1)
         w2v, w2v_lens = self.ssl_features(wavs, wav_lens, ssl_feats, ssl_lens)
         if self.mode == "wav2vec2":
             return masked_mean(w2v, w2v_lens).unsqueeze(1)
-        am, am_lens = self.am_resnet(wavs, wav_lens, mask)
+        am, am_lens = self.am_features(wavs, wav_lens, mask, am_feats, am_lens)
         return self.fusion(am, am_lens, w2v, w2v_lens).unsqueeze(1)

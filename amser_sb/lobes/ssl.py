@@ -17,7 +17,8 @@ a local folder, frozen or fine-tuned, and adds what the paper leaves open:
   over the whole time axis, padding included, so batching changes every
   frame. ``per_utterance`` runs the backbone on each utterance cropped to its
   own length (by default at inference only, for group-norm encoders), which
-  makes the output independent of the batch. Layer-norm encoders
+  makes the output independent of the batch; utterances of equal length
+  share one call. Layer-norm encoders
   (``do_stable_layer_norm=True``, e.g. wav2vec2-large-lv60, WavLM) normalise
   each frame on its own and are padding-invariant when batched.
 * **SUPERB-style layer weights**: optionally a learned softmax-weighted sum

@@ -212,3 +212,22 @@ def test_default_configuration_is_cheap():
     assert n_params < 400_000
     assert [b.conv1.stride for b in model.blocks] == [4, 1, 4, 1, 4, 1]
     assert all(b.conv1.kernel_size == 7 for b in model.blocks)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_padding_invariance_random_lengths(seed):
+    """Property: any lengths, any batch order, features of valid frames
+    equal those of the waveform alone; padding frames are exactly 0."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, 12000, (4,), generator=gen).tolist()
+    model = randomise_bn(small_resnet()).eval()
+    wavs = [speechlike(n, seed * 10 + i) for i, n in enumerate(lengths)]
+    batch, lens = pad_batch(wavs)
+    with torch.no_grad():
+        feats, feat_lens = model(batch, lens)
+        for i, wav in enumerate(wavs):
+            alone, _ = model(wav.unsqueeze(0))
+            n = alone.shape[1]
+            assert round(float(feat_lens[i]) * feats.shape[1]) == n
+            assert (feats[i, :n] - alone[0]).abs().max() < 1e-4
+            assert torch.all(feats[i, n:] == 0)

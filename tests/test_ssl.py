@@ -227,3 +227,10 @@ def test_per_utterance_groups_equal_lengths(tiny_w2v2_group, tmp_path):
     n = alone.shape[-2]
     assert (hidden[1, :, :n] - alone[0]).abs().max() < 1e-5
     assert torch.all(hidden[1, :, n:] == 0)
+
+
+def test_layer_weights_padding_invariant(tiny_w2v2_layer, tmp_path):
+    ssl = backbone(tiny_w2v2_layer, tmp_path, layer_weights=True).eval()
+    with torch.no_grad():
+        ssl.layer_weights.copy_(torch.tensor([0.3, -1.0, 2.0]))
+    assert max_diff_alone_vs_batched(ssl, waves([3000, 12000])) < 1e-4

@@ -56,7 +56,9 @@ def load_classifier(
         A model folder written by ``amser-sb export`` or a Hub id.
     savedir : str, optional
         Where SpeechBrain collects the model files (default: a folder
-        ``pretrained_models/<name>`` like SpeechBrain's own default).
+        ``pretrained_models/<name>`` like SpeechBrain's own default). For a
+        local folder its links are renewed on every load, so a savedir
+        used before by another model never serves that model's files.
     offline : bool, optional
         Set ``HF_HUB_OFFLINE=1`` while loading (default: True for a local
         folder, unchanged for a Hub id).
@@ -79,6 +81,7 @@ def load_classifier(
             "quantize/bf16 are CPU speed-ups; use them with device='cpu'"
         )
     from speechbrain.inference.classifiers import EncoderClassifier
+    from speechbrain.utils.fetching import FetchConfig
 
     local = os.path.isdir(source)
     if local:
@@ -105,10 +108,15 @@ def load_classifier(
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
     try:
+        # SpeechBrain reuses whatever file a savedir already holds, from any
+        # source: a second model folder with the same name (same default
+        # savedir) would silently load the first one's weights. Local
+        # folders are re-linked on every load.
         clf = EncoderClassifier.from_hparams(
             source=os.path.abspath(source) if local else source,
             savedir=savedir,
             run_opts={"device": device},
+            fetch_config=FetchConfig(overwrite=local),
         )
     finally:
         if offline:

@@ -378,7 +378,10 @@ def measure(args, workdir, modes, precisions):
         gc.collect()
         before = current_rss_mib()
         clf = load_classifier(
-            model_dir, savedir=os.path.join(workdir, f"sd_{name}"),
+            model_dir,
+            savedir=os.path.join(
+                workdir, f"sd_{os.path.basename(model_dir)}_{name}"
+            ),
             **PRECISIONS[name],
         )
         # warm-up: one short clip (first calls allocate and pick kernels)
@@ -396,6 +399,12 @@ def measure(args, workdir, modes, precisions):
                     clf, mode, recording, clips, args.batch_size
                 )
                 posts[mode, name] = post
+                print(
+                    f"  {MODES[mode][0]} {name}: {secs:.2f} s for "
+                    f"{audio:.1f} s of audio, {len(post)} posteriors "
+                    f"(load {os.getloadavg()[0]:.1f})",
+                    file=sys.stderr, flush=True,
+                )
                 old = best.get((mode, name), (audio, float("inf")))
                 best[mode, name] = (audio, min(secs, old[1]))
     rows = [(mode, name) + value for (mode, name), value in best.items()]

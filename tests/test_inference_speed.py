@@ -94,6 +94,25 @@ def test_int8_and_bf16_stay_close_to_float(model_dir, audio, tmp_path):
             assert w.label == g.label
 
 
+def test_a_reused_savedir_loads_the_new_model(model_dir, tmp_path):
+    """SpeechBrain keeps files found in a savedir; load_classifier relinks
+    them, so two model folders of the same name never mix."""
+    import shutil
+
+    other = tmp_path / "other" / os.path.basename(model_dir)
+    shutil.copytree(model_dir, other)
+    state = torch.load(other / "classifier.ckpt")
+    state = {k: v + 1.0 for k, v in state.items()}
+    torch.save(state, other / "classifier.ckpt")
+    savedir = str(tmp_path / "shared")
+    first = load_classifier(model_dir, savedir=savedir)
+    second = load_classifier(str(other), savedir=savedir)
+    for key, value in state.items():
+        assert torch.equal(second.mods.classifier.state_dict()[key], value)
+        assert not torch.equal(first.mods.classifier.state_dict()[key],
+                               value)
+
+
 def test_precision_options_check_their_inputs():
     with pytest.raises(ValueError, match="CPU"):
         load_classifier("unused", device="cuda:0", quantize=True)

@@ -30,27 +30,39 @@ few windows. Measured, in one process, after one warm-up call:
   written as its own file (typical utterance lengths);
 * ``long w4 h2``: ``classify_long`` with 4 s windows every 2 s (the CLI
   default for long audio: each second is processed about twice);
-* ``long w4 h4``: ``classify_long`` with 4 s windows every 4 s.
+* ``long w4 h4``: ``classify_long`` with 4 s windows every 4 s;
+* ``w4 h4 1by1`` (``--modes ...,w4h4b1``): the same, one window at a time
+  (``batch_size=1``), to show what batching the windows gains.
 
-Every mode runs for the float model and, with ``--int8``, for the model
-loaded with dynamic int8 quantisation of its Linear layers
-(``load_classifier(..., quantize=True)``); the posterior deviation of the
-int8 model from the float one is reported per mode (max absolute
-difference, share of windows/clips with the same label). Peak RSS is the
-process's high-water mark (VmHWM) after each stage: it includes Python,
-torch and the model. Time is wall-clock (``time.perf_counter``); the
-machine may be shared, so compare rows of one run only, and rerun when
-``uptime`` shows little load.
+Every mode runs for each ``--precisions`` entry: ``float32`` (as users
+load it), ``int8`` (``load_classifier(..., quantize=True)``: dynamic int8
+Linear layers), ``bf16`` (``bf16=True``: bfloat16 convolutional feature
+encoder) and ``int8+bf16``; all are loaded in this process and interleaved
+within each mode, so load from other processes hits them alike. Each
+reduced precision's posteriors are compared with float32's on the same
+clips/windows (max absolute difference, share with the same label; the
+float32 median top-2 margin says how easily labels can flip: the random
+weights give flat posteriors).
+
+``seconds`` (and RTF) is wall-clock time (``time.perf_counter``); ``CPU
+s`` is this process's CPU time, all threads (``time.process_time``): with
+``--threads 1`` it is what one core spends, little affected by other
+processes, while with more threads it includes OpenMP's spin-waiting. With
+``--rounds N`` each row shows its fastest round. The machine may be
+shared, so compare rows of one run only and rerun when ``uptime`` shows
+little load (the header prints the load average before and after). Peak
+RSS (VmHWM) is measured per precision in a fresh process that loads the
+model and classifies 20 s with 4 s windows every 2 s (a full batch).
 
 Usage::
 
     python benchmarks/inference_speed.py                 # base, 2 threads
-    python benchmarks/inference_speed.py --int8          # + int8 rows
+    python benchmarks/inference_speed.py --precisions float32,int8+bf16
+    python benchmarks/inference_speed.py --threads 1 --modes w4h4,w4h4b1
     python benchmarks/inference_speed.py --quick         # tiny backbone
     python benchmarks/inference_speed.py --workdir /tmp/ib  # keep the model
 
-It exits with status 1 when the goal is missed by every measured
-configuration of the ``long w4 h4`` and ``whole clips`` modes.
+It exits with status 1 when no measured row meets the goal.
 
 Authors
  * amser-sb contributors
@@ -98,11 +110,19 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--modes", default="clips,w4h2,w4h4",
-        help="comma-separated subset of clips, w4h2, w4h4",
+        help="comma-separated subset of clips, w4h2, w4h4, w4h4b1 (w4h4 "
+        "with one window at a time: what batching gains)",
     )
     parser.add_argument(
         "--rounds", type=int, default=1,
         help="interleaved rounds; the table shows each row's fastest",
+    )
+    parser.add_argument(
+        "--no-rss", dest="rss", action="store_false",
+        help="skip the peak-RSS runs (one fresh process per precision)",
+    )
+    parser.add_argument(
+        "--rss-worker", nargs=3, default=None, help=argparse.SUPPRESS
     )
     parser.add_argument(
         "--feat-extract-norm", default="group", choices=["group", "layer"],
@@ -269,32 +289,25 @@ PRECISIONS = {
     "int8+bf16": {"quantize": True, "bf16": True},
 }
 
-#: Mode name -> (label, classify_long window and hop or None for clips).
+#: Mode name -> (label, classify_long window, hop and batch size or None
+#: for clips; a batch size of None is ``--batch-size``).
 MODES = {
     "clips": ("whole clips", None),
-    "w4h2": ("long w4 h2", (4.0, 2.0)),
-    "w4h4": ("long w4 h4", (4.0, 4.0)),
+    "w4h2": ("long w4 h2", (4.0, 2.0, None)),
+    "w4h4": ("long w4 h4", (4.0, 4.0, None)),
+    "w4h4b1": ("w4 h4 1by1", (4.0, 4.0, 1)),
 }
 
 
-def current_rss_mib():
-    """Resident set size of this process now, MiB."""
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def run_mode(clf, mode, recording, clips, batch_size):
-    """Classify in one mode: (audio seconds, wall seconds, posteriors).
+    """Classify in one mode: audio s, wall s, CPU s, posteriors.
 
     Posteriors are one ``[classes]`` list per clip or per classified window.
     """
     from amser_sb.classify import classify_file, classify_long
 
     spec = MODES[mode][1]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     if spec is None:
         results = [classify_file(clf, path) for path in clips]
         audio = sum(res.duration for res in results)
@@ -302,12 +315,13 @@ def run_mode(clf, mode, recording, clips, batch_size):
     else:
         res = classify_long(
             clf, recording, window=spec[0], hop=spec[1],
-            batch_size=batch_size,
+            batch_size=spec[2] or batch_size,
         )
         audio = res.duration
         posts = [list(w.posteriors.values()) for w in res.windows
                  if w.posteriors]
-    return audio, time.perf_counter() - start, posts
+    wall = time.perf_counter() - start
+    return audio, wall, time.process_time() - cpu, posts
 
 
 def top2_margin(posts):
@@ -329,6 +343,57 @@ def deviation(posts, ref):
     return float(np.abs(a - b).max()), float(same)
 
 
+def load(model_dir, workdir, precision):
+    """Load the exported model with one precision (own savedir)."""
+    from amser_sb.classify import load_classifier
+
+    return load_classifier(
+        model_dir,
+        savedir=os.path.join(
+            workdir, f"sd_{os.path.basename(model_dir)}_{precision}"
+        ),
+        **PRECISIONS[precision],
+    )
+
+
+def rss_worker(args):
+    """Peak RSS of one precision in this fresh process; print MiB.
+
+    Loads the model and classifies the first 20 s of the recording with
+    4 s windows every 2 s (9 windows: one full batch of 8 and one more).
+    """
+    import soundfile as sf
+
+    from amser_sb.classify import classify_long
+
+    model_dir, workdir, precision = args.rss_worker
+    path = os.path.join(workdir, "audio", "rss_20s.wav")
+    if not os.path.isfile(path):
+        wav, _ = speech_like(20.0)
+        sf.write(path, wav, SAMPLE_RATE)
+    clf = load(model_dir, workdir, precision)
+    classify_long(clf, path, window=4.0, hop=2.0, batch_size=args.batch_size)
+    print(f"{peak_rss_mib():.1f}")
+    return 0
+
+
+def measure_rss(args, model_dir, workdir, precision):
+    """Run ``rss_worker`` in a fresh interpreter; peak RSS in MiB."""
+    import subprocess
+
+    cmd = [
+        sys.executable, os.path.abspath(__file__), "--threads",
+        str(args.threads), "--batch-size", str(args.batch_size),
+        "--rss-worker", model_dir, workdir, precision,
+    ]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.stderr.write(out.stderr[-3000:])
+        raise SystemExit(f"RSS worker for {precision} failed")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -336,6 +401,8 @@ def main(argv=None):
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.rss_worker:
+        return rss_worker(args)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     for name in modes:
@@ -360,11 +427,7 @@ def main(argv=None):
 
 def measure(args, workdir, modes, precisions):
     """Build, load, time every precision x mode; print the tables."""
-    import gc
-
     import torch
-
-    from amser_sb.classify import load_classifier
 
     size = "tiny" if args.quick else "base"
     start = time.perf_counter()
@@ -373,20 +436,15 @@ def measure(args, workdir, modes, precisions):
     recording, clips = write_audio(workdir, args.seconds)
     load0 = os.getloadavg()[0]
 
-    classifiers, rss = {}, {}
+    rss = {}
+    if args.rss:
+        for name in precisions:
+            rss[name] = measure_rss(args, model_dir, workdir, name)
+    classifiers = {}
     for name in precisions:
-        gc.collect()
-        before = current_rss_mib()
-        clf = load_classifier(
-            model_dir,
-            savedir=os.path.join(
-                workdir, f"sd_{os.path.basename(model_dir)}_{name}"
-            ),
-            **PRECISIONS[name],
-        )
+        clf = load(model_dir, workdir, name)
         # warm-up: one short clip (first calls allocate and pick kernels)
         run_mode(clf, "clips", recording, clips[:1], args.batch_size)
-        rss[name] = current_rss_mib() - before
         classifiers[name] = clf
 
     # Rounds interleave the precisions within each mode, so that load from
@@ -395,18 +453,20 @@ def measure(args, workdir, modes, precisions):
     for _ in range(args.rounds):
         for mode in modes:
             for name, clf in classifiers.items():
-                audio, secs, post = run_mode(
+                audio, secs, cpu, post = run_mode(
                     clf, mode, recording, clips, args.batch_size
                 )
                 posts[mode, name] = post
                 print(
-                    f"  {MODES[mode][0]} {name}: {secs:.2f} s for "
-                    f"{audio:.1f} s of audio, {len(post)} posteriors "
-                    f"(load {os.getloadavg()[0]:.1f})",
+                    f"  {MODES[mode][0]} {name}: {secs:.2f} s ({cpu:.2f} "
+                    f"CPU s) for {audio:.1f} s of audio, {len(post)} "
+                    f"posteriors (load {os.getloadavg()[0]:.1f})",
                     file=sys.stderr, flush=True,
                 )
-                old = best.get((mode, name), (audio, float("inf")))
-                best[mode, name] = (audio, min(secs, old[1]))
+                inf = float("inf")
+                old = best.get((mode, name), (audio, inf, inf))
+                best[mode, name] = (audio, min(secs, old[1]),
+                                    min(cpu, old[2]))
     rows = [(mode, name) + value for (mode, name), value in best.items()]
     load1 = os.getloadavg()[0]
     peak = peak_rss_mib()
@@ -423,11 +483,12 @@ def measure(args, workdir, modes, precisions):
     )
     print()
     print("| mode        | precision | audio s | seconds |    RTF "
-          f"| goal <= {GOAL} | max abs dp vs float32 | same label |")
+          f"| CPU s | goal <= {GOAL} | max abs dp vs float32 "
+          "| same label |")
     print("|-------------|-----------|---------|---------|--------"
-          "|------------|-----------------------|------------|")
+          "|-------|------------|-----------------------|------------|")
     met_any = False
-    for mode, name, audio, secs in rows:
+    for mode, name, audio, secs, cpu in rows:
         rtf = secs / audio
         met = rtf <= GOAL
         met_any |= met
@@ -440,7 +501,8 @@ def measure(args, workdir, modes, precisions):
         same_s = "-" if same != same else f"{100 * same:.0f}%"
         print(
             f"| {MODES[mode][0]:<11} | {name:<9} | {audio:>7.1f} "
-            f"| {secs:>7.2f} | {rtf:>6.3f} | {'met' if met else 'missed':<10} "
+            f"| {secs:>7.2f} | {rtf:>6.3f} | {cpu:>5.1f} "
+            f"| {'met' if met else 'missed':<10} "
             f"| {dev_s:>21} | {same_s:>10} |"
         )
     print()
@@ -449,7 +511,7 @@ def measure(args, workdir, modes, precisions):
         ref = [r for r in rows if r[0] == mode and r[1] == "float32"]
         if not ref:
             continue
-        for _, name, _, secs in (r for r in rows if r[0] == mode):
+        for _, name, _, secs, _ in (r for r in rows if r[0] == mode):
             if name != "float32":
                 speedup = ref[0][3] / secs
                 ratios.append(f"{MODES[mode][0]} {name} {speedup:.2f}x")
@@ -464,11 +526,13 @@ def measure(args, workdir, modes, precisions):
             "float32 median top-2 posterior margin (labels flip more "
             f"easily when small): {margins}"
         )
-    print(
-        "RSS added by each loaded model (MiB): "
-        + ", ".join(f"{name} {mib:.0f}" for name, mib in rss.items())
-        + f"; process peak RSS {peak:.0f} MiB"
-    )
+    if rss:
+        print(
+            "peak RSS of a fresh process loading the model and classifying "
+            "20 s (w4 h2, one full batch), MiB: "
+            + ", ".join(f"{name} {mib:.0f}" for name, mib in rss.items())
+        )
+    print(f"this process (all models loaded): peak RSS {peak:.0f} MiB")
     return 0 if met_any else 1
 
 

@@ -253,7 +253,7 @@ def prepare_data(hparams):
             prepare_iemocap, kwargs=prepare_kwargs(hparams)
         )
         return
-    from amser_sb.data.corpora import preset_names, prepare_corpus
+    from amser_sb.data.corpora import prepare_corpus, preset_names
 
     if dataset not in preset_names():
         raise RecipeError(

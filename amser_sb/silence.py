@@ -348,12 +348,14 @@ def intervals_to_mask(intervals, length, start=0):
     >>> intervals_to_mask([(1, 3), (4, 9)], 3, start=2)
     tensor([1., 0., 1.])
     """
+    if not intervals:
+        return torch.zeros(length)
+    bounds = torch.tensor(intervals, dtype=torch.long).reshape(-1, 2) - start
+    bounds = bounds.clamp(0, length)
+    bounds = bounds[bounds[:, 0] < bounds[:, 1]]
     diff = torch.zeros(length + 1)
-    for s, e in intervals:
-        s, e = max(s - start, 0), min(e - start, length)
-        if s < e:
-            diff[s] += 1
-            diff[e] -= 1
+    diff.index_add_(0, bounds[:, 0], torch.ones(len(bounds)))
+    diff.index_add_(0, bounds[:, 1], -torch.ones(len(bounds)))
     return (diff.cumsum(0)[:length] > 0).float()
 
 

@@ -62,7 +62,9 @@ def list_model_files(model_dir):
         for name in names:
             path = os.path.join(root, name)
             rel = os.path.relpath(path, model_dir).replace(os.sep, "/")
-            if any(fnmatch(rel, p) or fnmatch(name, p) for p in IGNORE_PATTERNS):
+            if any(
+                fnmatch(rel, p) or fnmatch(name, p) for p in IGNORE_PATTERNS
+            ):
                 continue
             files.append((rel, os.path.getsize(path)))
     return sorted(files)
@@ -95,7 +97,9 @@ def validate_model_folder(model_dir, load=True):
             "'amser-sb export <experiment folder> <model_dir>'"
         )
     missing = [
-        f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(model_dir, f))
+        f
+        for f in REQUIRED_FILES
+        if not os.path.isfile(os.path.join(model_dir, f))
     ]
     if missing:
         raise ModelFolderError(

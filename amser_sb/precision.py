@@ -63,12 +63,22 @@ class Autocast(torch.nn.Module):
 
         Returns
         -------
-        torch.Tensor
-            The module's output as float32.
+        torch.Tensor or tuple
+            The module's output, floating-point tensors (also inside a
+            tuple or list) as float32.
         """
         with torch.autocast("cpu", dtype=self.dtype):
             out = self.module(*args, **kwargs)
-        return out.float()
+        return _as_float32(out)
+
+
+def _as_float32(out):
+    """Floating-point tensors to float32, through tuples and lists."""
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.is_floating_point() else out
+    if isinstance(out, (tuple, list)):
+        return type(out)(_as_float32(item) for item in out)
+    return out
 
 
 def quantize_linear_int8(module):

@@ -132,6 +132,14 @@ def test_autocast_keeps_float_output_and_arguments():
     assert out.dtype == torch.float32
     assert torch.equal(out, torch.full((2, 3), 2.0))
 
+    class Pair(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.linear(x, torch.eye(3)), x.sum(1).long()
+
+    feats, lens = Autocast(Pair())(torch.ones(2, 3))
+    assert feats.dtype == torch.float32 and lens.dtype == torch.int64
+    assert lens.tolist() == [3, 3]
+
 
 def test_cli_classify_speed_flags(model_dir, audio, tmp_path, capsys):
     from amser_sb.cli import main

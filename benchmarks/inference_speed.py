@@ -60,6 +60,7 @@ Usage::
     python benchmarks/inference_speed.py --precisions float32,int8+bf16
     python benchmarks/inference_speed.py --threads 1 --modes w4h4,w4h4b1
     python benchmarks/inference_speed.py --quick         # tiny backbone
+    python benchmarks/inference_speed.py --model exported_model_dir
     python benchmarks/inference_speed.py --workdir /tmp/ib  # keep the model
 
 It exits with status 1 when no measured row meets the goal.
@@ -112,6 +113,11 @@ def parse_args(argv=None):
         "--modes", default="clips,w4h2,w4h4",
         help="comma-separated subset of clips, w4h2, w4h4, w4h4b1 (w4h4 "
         "with one window at a time: what batching gains)",
+    )
+    parser.add_argument(
+        "--model", default=None,
+        help="an exported model folder to measure instead of the built "
+        "random one (e.g. a trained model: real posterior deviations)",
     )
     parser.add_argument(
         "--rounds", type=int, default=1,
@@ -431,7 +437,15 @@ def measure(args, workdir, modes, precisions):
 
     size = "tiny" if args.quick else "base"
     start = time.perf_counter()
-    model_dir = build_model_folder(workdir, size, args.feat_extract_norm)
+    if args.model:
+        model_dir = os.path.abspath(args.model)
+        what = f"model folder {model_dir}"
+    else:
+        model_dir = build_model_folder(workdir, size, args.feat_extract_norm)
+        what = (
+            f"{size} random wav2vec2 ({args.feat_extract_norm} norm) + "
+            "recipe AM-ResNet/fusion, exported"
+        )
     build_s = time.perf_counter() - start
     recording, clips = write_audio(workdir, args.seconds)
     load0 = os.getloadavg()[0]
@@ -473,8 +487,7 @@ def measure(args, workdir, modes, precisions):
 
     threads = torch.get_num_threads()
     print(
-        f"inference_speed: {size} random wav2vec2 ({args.feat_extract_norm} "
-        f"norm) + recipe AM-ResNet/fusion, exported and loaded with "
+        f"inference_speed: {what}, loaded with "
         f"EncoderClassifier; CPU, {threads} torch threads, "
         f"{os.cpu_count()} cores visible, load average {load0:.1f} -> "
         f"{load1:.1f}; {args.seconds:g} s speech-like recording, "

@@ -161,9 +161,9 @@ def test_cli_classify_speed_flags(model_dir, audio, tmp_path, capsys):
     assert len(out["windows"]) == 4 and out["duration"] == 13.0
 
 
-def test_benchmark_quick_run_prints_the_table(workdir, capsys):
+def test_benchmark_quick_run_prints_the_table(workdir, model_dir, capsys):
     status = _bench().main([
-        "--quick", "--seconds", "13", "--modes", "w4h4,clips",
+        "--model", model_dir, "--seconds", "13", "--modes", "w4h4,clips",
         "--precisions", "float32,int8", "--workdir", str(workdir),
         "--threads", "0",
     ])
@@ -174,5 +174,6 @@ def test_benchmark_quick_run_prints_the_table(workdir, capsys):
     assert len(rows) == 4
     assert "peak RSS of a fresh process" in out
     assert "speed-up vs float32" in out
+    assert f"model folder {model_dir}" in out
     wav, _ = sf.read(os.path.join(workdir, "audio", "recording_13s.wav"))
     assert wav.shape == (13 * 16000,)

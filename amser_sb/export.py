@@ -342,7 +342,7 @@ Speech emotion recognition with the cross-feature fusion model of
 X. Li and Z. Zhang, "Cross-feature fusion speech emotion recognition based on
 attention mask residual network and Wav2vec 2.0", *Digital Communications
 and Networks* 11(5):1567-1577, 2025, trained with
-[amser-sb](https://github.com/) (model mode `{run.get('mode', 'fusion')}`).
+amser-sb (model mode `{run.get('mode', 'fusion')}`).
 
 Classes (output order): {', '.join(f'`{lab}`' for lab in labels)}.
 {backbone_note}

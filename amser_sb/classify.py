@@ -35,6 +35,14 @@ logger = logging.getLogger(__name__)
 
 SILENCE_LABEL = "silence"
 
+#: Files every exported model folder must hold (``amser-sb export``).
+MODEL_FILES = (
+    "hyperparams.yaml",
+    "embedding_model.ckpt",
+    "classifier.ckpt",
+    "label_encoder.txt",
+)
+
 
 class AudioInputError(ValueError):
     """An audio file cannot be classified (missing, unreadable, empty)."""
@@ -85,8 +93,7 @@ def load_classifier(
 
     local = os.path.isdir(source)
     if local:
-        for name in ("hyperparams.yaml", "embedding_model.ckpt",
-                     "classifier.ckpt", "label_encoder.txt"):
+        for name in MODEL_FILES:
             if not os.path.isfile(os.path.join(source, name)):
                 # SpeechBrain would otherwise fail later or, for the label
                 # encoder, silently load an empty one.

@@ -273,12 +273,10 @@ def render_inference_hparams(run, w2v_config, w2v_normalize, template=None):
 
 def _results_table(fold_folder):
     """Markdown results of the run (CV table if present, else the fold)."""
-    for candidate in (
-        os.path.join(os.path.dirname(fold_folder), "results.md"),
-    ):
-        if os.path.isfile(candidate):
-            with open(candidate, encoding="utf-8") as handle:
-                return handle.read().strip()
+    cv_results = os.path.join(os.path.dirname(fold_folder), "results.md")
+    if os.path.isfile(cv_results):
+        with open(cv_results, encoding="utf-8") as handle:
+            return handle.read().strip()
     metrics = os.path.join(fold_folder, "test_metrics.json")
     if not os.path.isfile(metrics):
         return None

@@ -15,15 +15,9 @@ import logging
 import os
 import tempfile
 
-logger = logging.getLogger(__name__)
+from amser_sb.classify import MODEL_FILES as REQUIRED_FILES
 
-#: Files every exported model folder must hold.
-REQUIRED_FILES = (
-    "hyperparams.yaml",
-    "embedding_model.ckpt",
-    "classifier.ckpt",
-    "label_encoder.txt",
-)
+logger = logging.getLogger(__name__)
 
 #: Files never uploaded (caches, editor and OS junk).
 IGNORE_PATTERNS = ["*.pyc", "__pycache__/*", ".DS_Store", "._*", "*.lock"]

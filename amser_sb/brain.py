@@ -17,7 +17,7 @@ Optional behaviour, all driven by the hparams:
   ``freeze_am_resnet`` too (the paper's stage 2), AM-ResNet's outputs are
   cached the same way (keyed also by the voiced mask), so an epoch only
   trains fusion and classifier.
-- ``lr_wav2vec2`` (with a fine-tuned wav2vec2): the backbone's weights
+- ``lr_ssl`` (with a fine-tuned wav2vec2): the backbone's weights
   are a second parameter group of the one optimiser, with that rate.
 - the paper's **two-stage schedule**: stage 1 trains AM-ResNet alone
   (``hparams/am_resnet.yaml``, SGD); stage 2 (``am_resnet_w2v2.yaml`` with
@@ -85,7 +85,7 @@ class AMSERBrain(sb.Brain):
     ``train_logger``; optionally ``lr_annealing``, ``class_weights``,
     ``label_smoothing``, ``freeze_am_resnet``, ``stage1_folder``,
     ``use_feature_cache``, ``feature_cache_folder``,
-    ``feature_cache_dtype``, ``lr_wav2vec2``, ``save_valid_confusion``.
+    ``feature_cache_dtype``, ``lr_ssl``, ``save_valid_confusion``.
     See ``recipes/IEMOCAP/emotion_recognition/hparams/am_resnet_w2v2.yaml``.
     """
 
@@ -114,7 +114,7 @@ class AMSERBrain(sb.Brain):
     @property
     def ssl_backbone(self):
         """The wav2vec2 branch of the embedding model, or None."""
-        return getattr(self.modules.embedding_model, "wav2vec2", None)
+        return getattr(self.modules.embedding_model, "ssl", None)
 
     @property
     def am_resnet(self):
@@ -137,7 +137,7 @@ class AMSERBrain(sb.Brain):
         if not getattr(backbone, "freeze", False):
             logger.warning(
                 "use_feature_cache is True but wav2vec2 is fine-tuned "
-                "(freeze_wav2vec2: False): its outputs change every step, "
+                "(freeze_ssl: False): its outputs change every step, "
                 "so the cache is disabled."
             )
             return None
@@ -304,7 +304,7 @@ class AMSERBrain(sb.Brain):
         Group ``model``: every trainable parameter outside the wav2vec2
         backbone, at the optimiser's ``lr``. Group ``wav2vec2`` (only when
         the backbone is fine-tuned): the backbone's trainable weights at
-        ``lr_wav2vec2``. Learned layer weights of the wav2vec2 branch, which
+        ``lr_ssl``. Learned layer weights of the wav2vec2 branch, which
         live outside the backbone, belong to ``model``.
         """
         if self.opt_class is None:
@@ -328,8 +328,8 @@ class AMSERBrain(sb.Brain):
                 groups.append(
                     {
                         "params": ssl_params,
-                        "lr": self._hparam("lr_wav2vec2", 1e-5),
-                        "name": "wav2vec2",
+                        "lr": self._hparam("lr_ssl", 1e-5),
+                        "name": "ssl",
                     }
                 )
         self.optimizer = self.opt_class(groups)
@@ -452,7 +452,7 @@ class AMSERBrain(sb.Brain):
 
     def _anneal_lr(self, epoch, valid_ua):
         """Steps ``lr_annealing`` and scales every parameter group by the
-        same factor (so ``lr_wav2vec2`` follows the main schedule).
+        same factor (so ``lr_ssl`` follows the main schedule).
 
         Epoch-driven schedulers (``MilestoneScheduler``, ``StepScheduler``,
         ...) get the epoch; ``NewBobScheduler`` gets the validation error

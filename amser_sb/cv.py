@@ -91,13 +91,13 @@ def _from_hub_loading(err):
 
 def _hub_message(hub, err):
     """The error text for a wav2vec2 checkpoint that cannot be loaded."""
-    text = f"cannot load wav2vec2_hub={hub!r}: {err}\n"
+    text = f"cannot load ssl_hub={hub!r}: {err}\n"
     path_like = hub is not None and (
         os.path.isabs(hub) or hub.startswith((".", "~"))
     )
     if path_like and not os.path.isdir(os.path.expanduser(hub)):
         return text + (
-            f"The folder {hub} does not exist. Pass --wav2vec2_hub=<local "
+            f"The folder {hub} does not exist. Pass --ssl_hub=<local "
             "folder> holding config.json, the weights and "
             "preprocessor_config.json, or a Hugging Face hub id."
         )
@@ -105,7 +105,7 @@ def _hub_message(hub, err):
     return text + (
         ("HF_HUB_OFFLINE is set, so nothing can be downloaded. " if offline
          else "The Hub could not be reached or has no such model. ")
-        + "Pass --wav2vec2_hub=<local folder> holding config.json, the "
+        + "Pass --ssl_hub=<local folder> holding config.json, the "
         "weights and preprocessor_config.json (e.g. one written by "
         "amser_sb.lobes.build_random_wav2vec2, or downloaded beforehand "
         "with huggingface_hub.snapshot_download), or a hub id that is "
@@ -135,7 +135,7 @@ def load_hparams(hparams_file, overrides=None, check_data=True):
     ------
     RecipeError
         For a missing file, an unknown override, an unset ``data_folder``,
-        a missing data folder, or a ``wav2vec2_hub`` that cannot be loaded.
+        a missing data folder, or a ``ssl_hub`` that cannot be loaded.
     """
     if not os.path.isfile(hparams_file):
         raise RecipeError(f"hparams file {hparams_file} does not exist")
@@ -168,7 +168,7 @@ def load_hparams(hparams_file, overrides=None, check_data=True):
     except OSError as err:
         if not _from_hub_loading(err):
             raise
-        hub = _hparam_text(hparams_file, overrides, "wav2vec2_hub")
+        hub = _hparam_text(hparams_file, overrides, "ssl_hub")
         raise RecipeError(_hub_message(hub, err)) from err
     if check_data and not hparams.get("skip_prep", False):
         folder = hparams["data_folder"]

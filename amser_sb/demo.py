@@ -106,7 +106,7 @@ def choose_backbone(folder):
     Returns
     -------
     (str, bool)
-        Source for ``wav2vec2_hub`` and whether it is pretrained.
+        Source for ``ssl_hub`` and whether it is pretrained.
     """
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "True"):
         try:
@@ -223,7 +223,7 @@ def run_demo(output_folder="demo_output", minutes=None, epochs=None):
         "protocol": prep["protocol"],
         "fold": 1,
         "n_classes": len(labels),
-        "wav2vec2_hub": backbone,
+        "ssl_hub": backbone,
         "output_root": os.path.join(out, "exp"),
         "feature_cache_folder": os.path.join(out, "feature_cache"),
         "pretrained_folder": os.path.join(out, "pretrained_models"),

@@ -58,13 +58,13 @@ COPIED_KEYS = (
     "fusion_heads",
     "fusion_ffn_dim",
     "fusion_dropout",
-    "wav2vec2_layer_weights",
+    "ssl_layer_weights",
 )
 
 #: Training hparams described in the model card.
 CARD_KEYS = (
     "experiment_name", "dataset", "protocol", "fold", "seed",
-    "wav2vec2_hub", "freeze_wav2vec2", "number_of_epochs", "batch_size",
+    "ssl_hub", "freeze_ssl", "number_of_epochs", "batch_size",
     "lr", "use_ambiguous", "target_type", "segment_seconds",
 )
 
@@ -233,16 +233,16 @@ def _set_top_level(text, key, value):
     raise ExportError(f"inference template has no top-level key {key!r}")
 
 
-def render_inference_hparams(run, w2v_config, w2v_normalize, template=None):
+def render_inference_hparams(run, ssl_config, ssl_normalize, template=None):
     """Fill the inference template with a training run's values.
 
     Arguments
     ---------
     run : dict
         Plain training hparams (``read_run_hparams``).
-    w2v_config : dict
+    ssl_config : dict
         The backbone's Hugging Face configuration.
-    w2v_normalize : bool
+    ssl_normalize : bool
         Per-utterance waveform normalisation of the backbone.
     template : str, optional
         Template path (default ``find_template()``).
@@ -257,14 +257,14 @@ def render_inference_hparams(run, w2v_config, w2v_normalize, template=None):
     for key in COPIED_KEYS:
         if key in run:
             text = _set_top_level(text, key, run[key])
-    text = _set_top_level(text, "wav2vec2_config", w2v_config)
-    text = _set_top_level(text, "wav2vec2_normalize", bool(w2v_normalize))
+    text = _set_top_level(text, "ssl_config", ssl_config)
+    text = _set_top_level(text, "ssl_normalize", bool(ssl_normalize))
     mode = run.get("mode", "fusion")
     # Branches the mode does not use are not built (their weights are not
     # in the checkpoint either).
     if mode == "am_resnet":
-        text = _set_top_level(text, "wav2vec2", None)
-    if mode == "wav2vec2":
+        text = _set_top_level(text, "ssl", None)
+    if mode in ("ssl", "wav2vec2"):
         text = _set_top_level(text, "am_resnet", None)
     if mode != "fusion":
         text = _set_top_level(text, "fusion", None)
@@ -312,7 +312,7 @@ def write_model_card(model_dir, run, labels, provenance, results):
     rows = "\n".join(
         f"| `{key}` | `{run[key]}` |" for key in CARD_KEYS if key in run
     )
-    hub = str(run.get("wav2vec2_hub", ""))
+    hub = str(run.get("ssl_hub", ""))
     pretrained = not os.path.isdir(hub)
     backbone_note = (
         f"wav2vec2 backbone: `{hub}`."
@@ -396,7 +396,7 @@ def export_model(experiment, model_dir):
     fold, ckpt, meta = find_best_fold(experiment)
     hparams_path = os.path.join(fold, "hyperparams.yaml")
     run = read_run_hparams(hparams_path)
-    hub = run.get("wav2vec2_hub")
+    hub = run.get("ssl_hub")
     mode = run.get("mode", "fusion")
     label_file = os.path.join(str(run.get("manifest_folder", "")),
                               "label_encoder.txt")
@@ -412,14 +412,14 @@ def export_model(experiment, model_dir):
         if not os.path.isfile(os.path.join(ckpt, name)):
             raise ExportError(f"checkpoint {ckpt} has no {name}")
 
-    w2v_config, extractor = {}, {"do_normalize": True}
+    ssl_config, extractor = {}, {"do_normalize": True}
     if mode != "am_resnet":
         config, extractor = _backbone_configs(
             hub, str(run.get("pretrained_folder") or "pretrained_models")
         )
-        w2v_config = config.to_dict()
+        ssl_config = config.to_dict()
     text = render_inference_hparams(
-        run, w2v_config, extractor.get("do_normalize", True)
+        run, ssl_config, extractor.get("do_normalize", True)
     )
 
     os.makedirs(model_dir, exist_ok=True)
@@ -432,11 +432,11 @@ def export_model(experiment, model_dir):
     shutil.copyfile(label_file, os.path.join(model_dir, "label_encoder.txt"))
     shutil.copyfile(label_file, os.path.join(model_dir, "label_encoder.ckpt"))
     if mode != "am_resnet":
-        w2v_dir = os.path.join(model_dir, "wav2vec2")
-        os.makedirs(w2v_dir, exist_ok=True)
-        with open(os.path.join(w2v_dir, "config.json"), "w") as handle:
-            json.dump(w2v_config, handle, indent=2, sort_keys=True)
-        with open(os.path.join(w2v_dir, "preprocessor_config.json"),
+        ssl_dir = os.path.join(model_dir, "encoder")
+        os.makedirs(ssl_dir, exist_ok=True)
+        with open(os.path.join(ssl_dir, "config.json"), "w") as handle:
+            json.dump(ssl_config, handle, indent=2, sort_keys=True)
+        with open(os.path.join(ssl_dir, "preprocessor_config.json"),
                   "w") as handle:
             json.dump(extractor, handle, indent=2, sort_keys=True)
 
@@ -452,7 +452,7 @@ def export_model(experiment, model_dir):
         "valid_UA": meta.get("UA"),
         "valid_WA": meta.get("WA"),
         "mode": mode,
-        "wav2vec2_hub": hub,
+        "ssl_hub": hub,
         "labels": labels,
     }
     with open(os.path.join(model_dir, "training.json"), "w") as handle:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Epoch time with the frozen-backbone feature cache: first vs later epochs.
 
-Goal (issue 4): with ``freeze_wav2vec2: True`` and ``use_feature_cache:
+Goal (issue 4): with ``freeze_ssl: True`` and ``use_feature_cache:
 True``, an epoch after the first takes at most 0.2x the first, with a
 base-size wav2vec2.
 
@@ -70,7 +70,7 @@ CONFIGS = (
         "fusion, AM-ResNet frozen (stage 2), cache",
         {"mode": "fusion", "use_feature_cache": True, "freeze_am_resnet": True},
     ),
-    ("wav2vec2 probe, cache", {"mode": "wav2vec2", "use_feature_cache": True}),
+    ("wav2vec2 probe, cache", {"mode": "ssl", "use_feature_cache": True}),
     ("fusion, no cache", {"mode": "fusion", "use_feature_cache": False}),
 )
 
@@ -158,7 +158,7 @@ def main(argv=None):
         shutil.rmtree(root, ignore_errors=True)
         values = {
             "data_folder": corpus,
-            "wav2vec2_hub": backbone,
+            "ssl_hub": backbone,
             "output_root": root,
             "manifest_folder": os.path.join(work, "manifests"),
             "feature_cache_folder": os.path.join(root, "cache"),

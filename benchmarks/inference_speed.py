@@ -13,7 +13,7 @@ The model folder is built without training, the way users get one:
 2. the recipe's model, built from
    ``recipes/IEMOCAP/emotion_recognition/hparams/am_resnet_w2v2.yaml``
    with hyperpyyaml (default AM-ResNet, cross-attention fusion and head;
-   only the folders and ``wav2vec2_hub`` are overridden), saved as a
+   only the folders and ``ssl_hub`` are overridden), saved as a
    training checkpoint (``save/CKPT+.../embedding_model.ckpt``,
    ``classifier.ckpt``, a meta UA) in a fold folder next to the run's plain
    ``hyperparams.yaml`` and ``label_encoder.txt``;
@@ -192,7 +192,7 @@ def build_model_folder(workdir, size, feat_extract_norm="group"):
     overrides = {
         "data_folder": os.path.join(workdir, "no_data"),
         "output_root": os.path.join(workdir, f"exp_{tag}"),
-        "wav2vec2_hub": w2v,
+        "ssl_hub": w2v,
         "pretrained_folder": os.path.join(workdir, "pretrained"),
         "feature_cache_folder": os.path.join(workdir, "cache"),
     }

@@ -149,7 +149,7 @@ def build_model(kind, ssl, device, strides=None):
 
     torch.manual_seed(1)
     if kind == "baseline":
-        model = AMSER(wav2vec2=ssl, mode="wav2vec2")
+        model = AMSER(ssl=ssl, mode="ssl")
     else:
         am = AMResNet() if strides is None else AMResNet(strides=strides)
         fusion = CrossAttentionFusion(am.out_dim, ssl.out_dim)

@@ -57,7 +57,7 @@ def max_diff_alone_vs_batched(model, wavs):
     return worst
 
 
-@pytest.mark.parametrize("mode", ["fusion", "concat", "am_resnet", "wav2vec2"])
+@pytest.mark.parametrize("mode", ["fusion", "concat", "am_resnet", "ssl"])
 def test_layer_norm_model_is_padding_invariant(tiny_w2v2_layer, tmp_path, mode):
     model = build(tiny_w2v2_layer, tmp_path, mode=mode).eval()
     assert max_diff_alone_vs_batched(model, WAVS) < 1e-4
@@ -65,7 +65,7 @@ def test_layer_norm_model_is_padding_invariant(tiny_w2v2_layer, tmp_path, mode):
 
 def test_group_norm_model_is_invariant_at_inference(tiny_w2v2_group, tmp_path):
     model = build(tiny_w2v2_group, tmp_path).eval()
-    assert model.wav2vec2.per_utterance == "eval"
+    assert model.ssl.per_utterance == "eval"
     assert max_diff_alone_vs_batched(model, WAVS) < 1e-4
     leaky = build(tiny_w2v2_group, tmp_path, per_utterance="never").eval()
     assert max_diff_alone_vs_batched(leaky, WAVS) > 1e-4
@@ -77,7 +77,7 @@ def test_modes_and_shapes(tiny_w2v2_layer, tmp_path):
         "fusion": 128,
         "concat": 16 + 32,
         "am_resnet": 16,
-        "wav2vec2": 32,
+        "ssl": 32,
     }
     for mode, dim in expected.items():
         model = build(tiny_w2v2_layer, tmp_path, mode=mode).eval()
@@ -88,14 +88,14 @@ def test_modes_and_shapes(tiny_w2v2_layer, tmp_path):
         build(tiny_w2v2_layer, tmp_path, "concat").fusion, ConcatFusion
     )
     only_am = AMSER(am_resnet=AMResNet(channels=16), mode="am_resnet")
-    assert only_am.wav2vec2 is None and only_am.fusion is None
+    assert only_am.ssl is None and only_am.fusion is None
 
 
 def test_missing_branches_are_clear_errors(tiny_w2v2_layer, tmp_path):
-    with pytest.raises(ValueError, match="needs a wav2vec2 branch"):
+    with pytest.raises(ValueError, match="needs an ssl"):
         AMSER(am_resnet=AMResNet(), mode="fusion")
     with pytest.raises(ValueError, match="needs an am_resnet branch"):
-        AMSER(wav2vec2=object(), mode="concat")
+        AMSER(ssl=object(), mode="concat")
     with pytest.raises(ValueError, match="mode must be one of"):
         AMSER(mode="late")
     model = build(tiny_w2v2_layer, tmp_path, mode="am_resnet")
@@ -110,13 +110,13 @@ def test_precomputed_backbone_features(
     model = build(tiny_w2v2_layer, tmp_path, layer_weights=layer_weights).eval()
     batch, lens = pad_batch(WAVS)
     with torch.no_grad():
-        hidden, hid_lens = model.wav2vec2.extract(batch, lens)
+        hidden, hid_lens = model.ssl.extract(batch, lens)
         direct = model(batch, lens)
         cached = model(batch, lens, ssl_feats=hidden, ssl_lens=hid_lens)
         derived = model(batch, lens, ssl_feats=hidden)
     assert torch.equal(direct, cached)
     assert torch.equal(direct, derived)
-    w2v_only = AMSER(model.wav2vec2, mode="wav2vec2").eval()
+    w2v_only = AMSER(model.ssl, mode="ssl").eval()
     with torch.no_grad():
         a = w2v_only(batch, lens)
         b = w2v_only(None, ssl_feats=hidden, ssl_lens=hid_lens)
@@ -145,12 +145,12 @@ def test_gradients(tiny_w2v2_group, tmp_path, freeze):
     for name, param in list(model.named_parameters()) + list(
         head.named_parameters()
     ):
-        if freeze and name.startswith("wav2vec2.lobe."):
+        if freeze and name.startswith("ssl.lobe."):
             assert param.grad is None, name
         else:
             assert param.grad is not None, name
             assert param.grad.abs().sum() > 0, name
-    backbone = list(model.wav2vec2.lobe.parameters())
+    backbone = list(model.ssl.lobe.parameters())
     assert all(p.requires_grad != freeze for p in backbone)
 
 

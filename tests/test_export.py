@@ -42,7 +42,7 @@ def trained(tmp_path_factory, tiny_w2v2_group):
                         min_dur=1.0, max_dur=2.5)
     values = {
         "data_folder": corpus,
-        "wav2vec2_hub": tiny_w2v2_group,
+        "ssl_hub": tiny_w2v2_group,
         "output_root": root / "exp",
         "feature_cache_folder": root / "cache",
         # float32 cache: the test compares posteriors to 1e-4
@@ -83,9 +83,9 @@ def test_model_folder_contents(trained):
     assert {
         "hyperparams.yaml", "embedding_model.ckpt", "classifier.ckpt",
         "label_encoder.txt", "label_encoder.ckpt", "README.md",
-        "training.json", "wav2vec2",
+        "training.json", "encoder",
     } <= names
-    assert sorted(os.listdir(os.path.join(trained["model"], "wav2vec2"))) \
+    assert sorted(os.listdir(os.path.join(trained["model"], "encoder"))) \
         == ["config.json", "preprocessor_config.json"]
     card = open(os.path.join(trained["model"], "README.md")).read()
     assert "EncoderClassifier.from_hparams" in card

@@ -54,7 +54,7 @@ def pad_with_garbage(seqs):
 
 def test_cross_attention_is_padding_invariant():
     torch.manual_seed(0)
-    fusion = CrossAttentionFusion(am_dim=16, w2v_dim=24, d_model=32).eval()
+    fusion = CrossAttentionFusion(am_dim=16, ssl_dim=24, d_model=32).eval()
     am, w2v = make_streams()
     am_b, am_lens = pad_with_garbage(am)
     w2v_b, w2v_lens = pad_with_garbage(w2v)
@@ -70,7 +70,7 @@ def test_cross_attention_is_padding_invariant():
 
 def test_cross_attention_uses_both_streams():
     torch.manual_seed(0)
-    fusion = CrossAttentionFusion(am_dim=16, w2v_dim=24, d_model=32).eval()
+    fusion = CrossAttentionFusion(am_dim=16, ssl_dim=24, d_model=32).eval()
     am, w2v = make_streams()
     ones = torch.ones(1)
     with torch.no_grad():
@@ -85,7 +85,7 @@ def test_cross_attention_uses_both_streams():
 
 def test_cross_attention_gradients_reach_every_parameter():
     torch.manual_seed(0)
-    fusion = CrossAttentionFusion(am_dim=16, w2v_dim=24, d_model=32).train()
+    fusion = CrossAttentionFusion(am_dim=16, ssl_dim=24, d_model=32).train()
     am, w2v = make_streams()
     am_b, am_lens = pad_with_garbage(am)
     w2v_b, w2v_lens = pad_with_garbage(w2v)

@@ -38,7 +38,7 @@ def _overrides(corpus, w2v, out, epochs=2, **extra):
     """Command-line overrides of a tiny, fast run."""
     values = {
         "data_folder": corpus,
-        "wav2vec2_hub": w2v,
+        "ssl_hub": w2v,
         "output_root": str(out),
         "feature_cache_folder": str(out / "cache"),
         "pretrained_folder": str(out / "pretrained"),
@@ -188,14 +188,14 @@ def test_missing_data_folder_is_a_clear_error(tiny_w2v2_group, tmp_path):
         load_hparams(FULL, _yaml(args))
 
 
-def test_unloadable_wav2vec2_hub_is_a_clear_error(corpus, tmp_path,
+def test_unloadable_ssl_hub_is_a_clear_error(corpus, tmp_path,
                                                   monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     args = _overrides(corpus, "no-such-org/no-such-model", tmp_path)
     with pytest.raises(RecipeError) as info:
         load_hparams(FULL, _yaml(args))
     text = str(info.value)
-    assert "wav2vec2_hub='no-such-org/no-such-model'" in text
+    assert "ssl_hub='no-such-org/no-such-model'" in text
     assert "HF_HUB_OFFLINE is set" in text and "local folder" in text
     args = _overrides(corpus, str(tmp_path / "missing_w2v"), tmp_path)
     with pytest.raises(RecipeError, match="missing_w2v does not exist"):

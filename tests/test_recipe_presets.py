@@ -48,7 +48,7 @@ def test_train_py_with_dataset_preset(tmp_path, tiny_w2v2_group):
         "protocol": "grouped",
         "n_classes": 5,
         "data_folder": data,
-        "wav2vec2_hub": tiny_w2v2_group,
+        "ssl_hub": tiny_w2v2_group,
         "output_root": out,
         "feature_cache_folder": tmp_path / "cache",
         "pretrained_folder": tmp_path / "pretrained",
@@ -83,7 +83,7 @@ def test_unknown_dataset_is_a_clear_error(tmp_path, tiny_w2v2_group):
     proc = subprocess.run(
         [sys.executable, "train.py", "hparams/am_resnet_w2v2.yaml",
          "--dataset=voxceleb", f"--data_folder={tmp_path}",
-         f"--wav2vec2_hub={tiny_w2v2_group}",
+         f"--ssl_hub={tiny_w2v2_group}",
          f"--output_root={tmp_path / 'exp'}",
          f"--pretrained_folder={tmp_path / 'pre'}"],
         cwd=RECIPE, env=dict(os.environ, HF_HUB_OFFLINE="1"),

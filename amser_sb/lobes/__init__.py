@@ -42,5 +42,5 @@ __all__ = [
     "masked_mean",
     "normalize_waveforms",
     "resample_to_length",
-    "wav2vec2_config",
+    "ssl_config",
 ]

@@ -1,6 +1,7 @@
 """AMSER: the embedding model of Li & Zhang (2025), with its ablations.
 
-``AMSER`` runs the AM-ResNet branch and the wav2vec2 branch on the same
+``AMSER`` runs the AM-ResNet branch and the pretrained-encoder branch
+(wav2vec2 in the paper) on the same
 raw waveforms and fuses them into one utterance vector ``[batch, 1, D]``,
 the shape SpeechBrain's ``EncoderClassifier`` expects from its
 ``embedding_model`` (``classify_batch`` then applies ``classifier`` and
@@ -18,36 +19,42 @@ Every row of the paper's ablation table is a configuration:
 * AM-ResNet: ``mode="am_resnet"`` with ``AMResNet()``;
 * AM-ResNet + wav2vec2, concatenation: ``mode="concat"``;
 * AM-ResNet + wav2vec2 + cross-attention: ``mode="fusion"`` (default);
-* and the SpeechBrain IEMOCAP recipe's baseline, mean-pooled wav2vec2:
-  ``mode="wav2vec2"``.
+* and the SpeechBrain IEMOCAP recipe's baseline, mean-pooled encoder:
+  ``mode="ssl"``.
 
 Authors
  * amser-sb contributors
 """
 
+import warnings
+
 import torch
 
 from amser_sb.lobes.fusion import ConcatFusion, masked_mean
 
-MODES = ("fusion", "concat", "am_resnet", "wav2vec2")
+MODES = ("fusion", "concat", "am_resnet", "ssl")
+
+#: Old mode names still accepted (with a deprecation warning).
+MODE_ALIASES = {"wav2vec2": "ssl"}
 
 
 class AMSER(torch.nn.Module):
-    """AM-ResNet + wav2vec2 cross-feature fusion embedding model.
+    """AM-ResNet + pretrained-encoder cross-feature fusion embedding model.
 
     Arguments
     ---------
-    wav2vec2 : SSLBackbone, optional
-        The wav2vec2 branch (``amser_sb.lobes.SSLBackbone``); not needed in
+    ssl : SpeechEncoder, optional
+        The pretrained-encoder branch (``amser_sb.lobes.SSLBackbone``:
+        wav2vec2, HuBERT, WavLM, Whisper, ...); not needed in
         ``"am_resnet"`` mode.
     am_resnet : AMResNet, optional
-        The waveform branch; not needed in ``"wav2vec2"`` mode.
+        The waveform branch; not needed in ``"ssl"`` mode.
     fusion : torch.nn.Module, optional
         ``CrossAttentionFusion`` (``"fusion"`` mode); in ``"concat"`` mode
         a ``ConcatFusion`` is built when None.
     mode : str
         ``"fusion"`` (default), ``"concat"``, ``"am_resnet"`` or
-        ``"wav2vec2"`` (the last two mean-pool one branch over its valid
+        ``"ssl"`` (the last two mean-pool one branch over its valid
         frames).
 
     Example
@@ -68,28 +75,35 @@ class AMSER(torch.nn.Module):
     """
 
     def __init__(
-        self, wav2vec2=None, am_resnet=None, fusion=None, mode="fusion"
+        self, ssl=None, am_resnet=None, fusion=None, mode="fusion"
     ):
         super().__init__()
+        if mode in MODE_ALIASES:
+            warnings.warn(
+                f"mode {mode!r} is deprecated: use {MODE_ALIASES[mode]!r}",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            mode = MODE_ALIASES[mode]
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         needs_ssl = mode != "am_resnet"
-        needs_am = mode != "wav2vec2"
-        if needs_ssl and wav2vec2 is None:
-            raise ValueError(f"mode {mode!r} needs a wav2vec2 branch")
+        needs_am = mode != "ssl"
+        if needs_ssl and ssl is None:
+            raise ValueError(f"mode {mode!r} needs an ssl (encoder) branch")
         if needs_am and am_resnet is None:
             raise ValueError(f"mode {mode!r} needs an am_resnet branch")
         if mode == "concat" and fusion is None:
-            fusion = ConcatFusion(am_resnet.out_dim, wav2vec2.out_dim)
+            fusion = ConcatFusion(am_resnet.out_dim, ssl.out_dim)
         if mode in ("fusion", "concat") and fusion is None:
             raise ValueError(
                 "mode 'fusion' needs a fusion module, e.g. "
-                "CrossAttentionFusion(am_dim, w2v_dim)"
+                "CrossAttentionFusion(am_dim, ssl_dim)"
             )
-        if mode in ("am_resnet", "wav2vec2"):
+        if mode in ("am_resnet", "ssl"):
             fusion = None
         self.mode = mode
-        self.wav2vec2 = wav2vec2 if needs_ssl else None
+        self.ssl = ssl if needs_ssl else None
         self.am_resnet = am_resnet if needs_am else None
         self.fusion = fusion
         if fusion is not None:
@@ -97,10 +111,10 @@ class AMSER(torch.nn.Module):
         elif mode == "am_resnet":
             self.out_dim = am_resnet.out_dim
         else:
-            self.out_dim = wav2vec2.out_dim
+            self.out_dim = ssl.out_dim
 
     def ssl_features(self, wavs, wav_lens, ssl_feats=None, ssl_lens=None):
-        """wav2vec2 features, from the waveforms or from cached outputs.
+        """Encoder features, from the waveforms or from cached outputs.
 
         Arguments
         ---------
@@ -123,7 +137,7 @@ class AMSER(torch.nn.Module):
             ``[batch]`` relative lengths in frames.
         """
         if ssl_feats is None:
-            return self.wav2vec2(wavs, wav_lens)
+            return self.ssl(wavs, wav_lens)
         if ssl_lens is None:
             frames = ssl_feats.shape[-2]
             if wavs is None:
@@ -132,9 +146,9 @@ class AMSER(torch.nn.Module):
                 )
             else:
                 n = torch.round(wav_lens * wavs.shape[1]).long()
-                counts = self.wav2vec2.frame_counts(n).clamp(1, frames)
+                counts = self.ssl.frame_counts(n).clamp(1, frames)
                 ssl_lens = counts.to(ssl_feats.dtype) / frames
-        return self.wav2vec2.combine(ssl_feats), ssl_lens
+        return self.ssl.combine(ssl_feats), ssl_lens
 
     def am_features(
         self, wavs, wav_lens, mask=None, am_feats=None, am_lens=None
@@ -187,7 +201,7 @@ class AMSER(torch.nn.Module):
         ---------
         wavs : torch.Tensor
             Raw 16 kHz waveforms ``[batch, time]`` (may be None in
-            ``"wav2vec2"`` mode when ``ssl_feats`` is given).
+            ``"ssl"`` mode when ``ssl_feats`` is given).
         wav_lens : torch.Tensor, optional
             Relative lengths ``[batch]``; None means all full length.
         mask : torch.Tensor, optional
@@ -216,9 +230,9 @@ class AMSER(torch.nn.Module):
                 )
             if wav_lens is None:
                 wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
-        elif self.mode != "wav2vec2" or ssl_feats is None:
+        elif self.mode != "ssl" or ssl_feats is None:
             raise ValueError(
-                "wavs may be None only in 'wav2vec2' mode with ssl_feats"
+                "wavs may be None only in 'ssl' mode with ssl_feats"
             )
         if self.mode == "am_resnet":
             feats, lens = self.am_features(
@@ -226,7 +240,7 @@ class AMSER(torch.nn.Module):
             )
             return masked_mean(feats, lens).unsqueeze(1)
         w2v, w2v_lens = self.ssl_features(wavs, wav_lens, ssl_feats, ssl_lens)
-        if self.mode == "wav2vec2":
+        if self.mode == "ssl":
             return masked_mean(w2v, w2v_lens).unsqueeze(1)
         am, am_lens = self.am_features(wavs, wav_lens, mask, am_feats, am_lens)
         return self.fusion(am, am_lens, w2v, w2v_lens).unsqueeze(1)

@@ -120,7 +120,7 @@ class CrossAttentionFusion(torch.nn.Module):
     ---------
     am_dim : int
         AM-ResNet feature size (``AMResNet.out_dim``).
-    w2v_dim : int
+    ssl_dim : int
         wav2vec2 feature size (``SSLBackbone.out_dim``; 768 for base).
     d_model : int
         Common width of both streams in the attention (default 128).
@@ -133,17 +133,17 @@ class CrossAttentionFusion(torch.nn.Module):
 
     Example
     -------
-    >>> fusion = CrossAttentionFusion(am_dim=64, w2v_dim=32).eval()
-    >>> am, w2v = torch.randn(2, 51, 64), torch.randn(2, 49, 32)
+    >>> fusion = CrossAttentionFusion(am_dim=64, ssl_dim=32).eval()
+    >>> am, ssl = torch.randn(2, 51, 64), torch.randn(2, 49, 32)
     >>> lens = torch.tensor([1.0, 0.5])
-    >>> fusion(am, lens, w2v, lens).shape, fusion.out_dim
+    >>> fusion(am, lens, ssl, lens).shape, fusion.out_dim
     (torch.Size([2, 512]), 512)
     """
 
     def __init__(
         self,
         am_dim=64,
-        w2v_dim=768,
+        ssl_dim=768,
         d_model=128,
         n_heads=4,
         ffn_dim=256,
@@ -151,17 +151,17 @@ class CrossAttentionFusion(torch.nn.Module):
     ):
         super().__init__()
         self.proj_am = torch.nn.Linear(am_dim, d_model)
-        self.proj_w2v = torch.nn.Linear(w2v_dim, d_model)
-        self.w2v_from_am = torch.nn.MultiheadAttention(
+        self.proj_ssl = torch.nn.Linear(ssl_dim, d_model)
+        self.ssl_from_am = torch.nn.MultiheadAttention(
             d_model, n_heads, dropout=dropout, batch_first=True
         )
-        self.am_from_w2v = torch.nn.MultiheadAttention(
+        self.am_from_ssl = torch.nn.MultiheadAttention(
             d_model, n_heads, dropout=dropout, batch_first=True
         )
         self.norm_am = torch.nn.LayerNorm(2 * d_model)
-        self.norm_w2v = torch.nn.LayerNorm(2 * d_model)
+        self.norm_ssl = torch.nn.LayerNorm(2 * d_model)
         self.ffn_am = self._ffn(2 * d_model, ffn_dim, dropout)
-        self.ffn_w2v = self._ffn(2 * d_model, ffn_dim, dropout)
+        self.ffn_ssl = self._ffn(2 * d_model, ffn_dim, dropout)
         self.out_dim = 4 * d_model
 
     @staticmethod
@@ -174,7 +174,7 @@ class CrossAttentionFusion(torch.nn.Module):
             torch.nn.Linear(hidden, dim),
         )
 
-    def forward(self, am_feats, am_lens, w2v_feats, w2v_lens):
+    def forward(self, am_feats, am_lens, ssl_feats, ssl_lens):
         """Fuse the two streams into one utterance vector.
 
         Arguments
@@ -183,9 +183,9 @@ class CrossAttentionFusion(torch.nn.Module):
             AM-ResNet features ``[batch, time_a, am_dim]``.
         am_lens : torch.Tensor
             Their relative lengths ``[batch]``.
-        w2v_feats : torch.Tensor
-            wav2vec2 features ``[batch, time_w, w2v_dim]``.
-        w2v_lens : torch.Tensor
+        ssl_feats : torch.Tensor
+            wav2vec2 features ``[batch, time_w, ssl_dim]``.
+        ssl_lens : torch.Tensor
             Their relative lengths ``[batch]``.
 
         Returns
@@ -195,23 +195,23 @@ class CrossAttentionFusion(torch.nn.Module):
         """
         time = am_feats.shape[1]
         n_am = _abs_lengths(am_lens, time)
-        n_w2v = _abs_lengths(w2v_lens, w2v_feats.shape[1])
-        w2v = resample_to_length(w2v_feats, n_w2v, n_am, time)
+        n_ssl = _abs_lengths(ssl_lens, ssl_feats.shape[1])
+        ssl = resample_to_length(ssl_feats, n_ssl, n_am, time)
         am = self.proj_am(am_feats)
-        w2v = self.proj_w2v(w2v)
+        ssl = self.proj_ssl(ssl)
         padding = ~length_to_mask(n_am, time, device=am.device).bool()
-        w2v_got, _ = self.w2v_from_am(
-            w2v, am, am, key_padding_mask=padding, need_weights=False
+        ssl_got, _ = self.ssl_from_am(
+            ssl, am, am, key_padding_mask=padding, need_weights=False
         )
-        am_got, _ = self.am_from_w2v(
-            am, w2v, w2v, key_padding_mask=padding, need_weights=False
+        am_got, _ = self.am_from_ssl(
+            am, ssl, ssl, key_padding_mask=padding, need_weights=False
         )
         am = self.norm_am(torch.cat([am, am_got], dim=-1))
         am = am + self.ffn_am(am)
-        w2v = self.norm_w2v(torch.cat([w2v, w2v_got], dim=-1))
-        w2v = w2v + self.ffn_w2v(w2v)
+        ssl = self.norm_ssl(torch.cat([ssl, ssl_got], dim=-1))
+        ssl = ssl + self.ffn_ssl(ssl)
         lens = n_am.to(am.dtype) / time
-        return torch.cat([masked_mean(am, lens), masked_mean(w2v, lens)], -1)
+        return torch.cat([masked_mean(am, lens), masked_mean(ssl, lens)], -1)
 
 
 class ConcatFusion(torch.nn.Module):
@@ -221,26 +221,26 @@ class ConcatFusion(torch.nn.Module):
     ---------
     am_dim : int, optional
         AM-ResNet feature size (only to report ``out_dim``).
-    w2v_dim : int, optional
+    ssl_dim : int, optional
         wav2vec2 feature size (only to report ``out_dim``).
 
     Example
     -------
-    >>> fusion = ConcatFusion(am_dim=64, w2v_dim=32)
-    >>> am, w2v = torch.randn(2, 51, 64), torch.randn(2, 49, 32)
+    >>> fusion = ConcatFusion(am_dim=64, ssl_dim=32)
+    >>> am, ssl = torch.randn(2, 51, 64), torch.randn(2, 49, 32)
     >>> lens = torch.tensor([1.0, 0.5])
-    >>> fusion(am, lens, w2v, lens).shape, fusion.out_dim
+    >>> fusion(am, lens, ssl, lens).shape, fusion.out_dim
     (torch.Size([2, 96]), 96)
     """
 
-    def __init__(self, am_dim=None, w2v_dim=None):
+    def __init__(self, am_dim=None, ssl_dim=None):
         super().__init__()
-        if am_dim is not None and w2v_dim is not None:
-            self.out_dim = am_dim + w2v_dim
+        if am_dim is not None and ssl_dim is not None:
+            self.out_dim = am_dim + ssl_dim
         else:
             self.out_dim = None
 
-    def forward(self, am_feats, am_lens, w2v_feats, w2v_lens):
+    def forward(self, am_feats, am_lens, ssl_feats, ssl_lens):
         """Pool and concatenate.
 
         Arguments
@@ -249,17 +249,17 @@ class ConcatFusion(torch.nn.Module):
             ``[batch, time_a, am_dim]``.
         am_lens : torch.Tensor
             ``[batch]`` relative lengths.
-        w2v_feats : torch.Tensor
-            ``[batch, time_w, w2v_dim]``.
-        w2v_lens : torch.Tensor
+        ssl_feats : torch.Tensor
+            ``[batch, time_w, ssl_dim]``.
+        ssl_lens : torch.Tensor
             ``[batch]`` relative lengths.
 
         Returns
         -------
         torch.Tensor
-            ``[batch, am_dim + w2v_dim]``.
+            ``[batch, am_dim + ssl_dim]``.
         """
         return torch.cat(
-            [masked_mean(am_feats, am_lens), masked_mean(w2v_feats, w2v_lens)],
+            [masked_mean(am_feats, am_lens), masked_mean(ssl_feats, ssl_lens)],
             dim=-1,
         )

@@ -31,6 +31,7 @@ Authors
  * amser-sb contributors 2026
 """
 
+import json
 import logging
 import os
 import time
@@ -113,7 +114,7 @@ class AMSERBrain(sb.Brain):
 
     @property
     def ssl_backbone(self):
-        """The wav2vec2 branch of the embedding model, or None."""
+        """The encoder branch (a ``SpeechEncoder``) of the model, or None."""
         return getattr(self.modules.embedding_model, "ssl", None)
 
     @property
@@ -132,11 +133,11 @@ class AMSERBrain(sb.Brain):
             return None
         backbone = self.ssl_backbone
         if backbone is None:
-            logger.info("feature cache: no wav2vec2 branch in use; disabled")
+            logger.info("feature cache: no encoder branch in use; disabled")
             return None
         if not getattr(backbone, "freeze", False):
             logger.warning(
-                "use_feature_cache is True but wav2vec2 is fine-tuned "
+                "use_feature_cache is True but the encoder is fine-tuned "
                 "(freeze_ssl: False): its outputs change every step, "
                 "so the cache is disabled."
             )
@@ -296,42 +297,53 @@ class AMSERBrain(sb.Brain):
         """
         self.load_stage1()
         self._freeze_am_resnet()
+        self.save_encoder_options()
         super().on_fit_start()
+
+    @sb.utils.distributed.main_process_only
+    def save_encoder_options(self):
+        """Write ``<output_folder>/encoder.json``: how export rebuilds the
+        encoder branch offline (its ``export_options()``)."""
+        encoder = self.ssl_backbone
+        folder = self._hparam("output_folder")
+        if encoder is None or folder is None:
+            return
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, "encoder.json")
+        with open(path + ".tmp", "w", encoding="utf-8") as handle:
+            json.dump(encoder.export_options(), handle, indent=2,
+                      sort_keys=True)
+        os.replace(path + ".tmp", path)
 
     def init_optimizers(self):
         """Builds one optimiser with up to two parameter groups.
 
-        Group ``model``: every trainable parameter outside the wav2vec2
-        backbone, at the optimiser's ``lr``. Group ``wav2vec2`` (only when
-        the backbone is fine-tuned): the backbone's trainable weights at
-        ``lr_ssl``. Learned layer weights of the wav2vec2 branch, which
-        live outside the backbone, belong to ``model``.
+        Group ``model``: every trainable parameter outside the pretrained
+        encoder, at the optimiser's ``lr``. Group ``ssl`` (only when the
+        encoder is fine-tuned): ``SpeechEncoder.encoder_parameters()`` at
+        ``lr_ssl``. Learned layer weights of the encoder branch, which live
+        outside the pretrained network, belong to ``model``.
         """
         if self.opt_class is None:
             logger.info("no opt_class: skipping optimiser initialisation")
             return
-        backbone = self.ssl_backbone
-        if backbone is not None:
-            backbone = getattr(backbone, "lobe", backbone)
-            backbone_ids = {id(p) for p in backbone.parameters()}
-        else:
-            backbone_ids = set()
+        encoder = self.ssl_backbone
+        ssl_params = [] if encoder is None else encoder.encoder_parameters()
+        backbone_ids = {id(p) for p in ssl_params}
         model_params = [
             p
             for p in self.modules.parameters()
             if p.requires_grad and id(p) not in backbone_ids
         ]
         groups = [{"params": model_params, "name": "model"}]
-        if backbone is not None:
-            ssl_params = [p for p in backbone.parameters() if p.requires_grad]
-            if ssl_params:
-                groups.append(
-                    {
-                        "params": ssl_params,
-                        "lr": self._hparam("lr_ssl", 1e-5),
-                        "name": "ssl",
-                    }
-                )
+        if ssl_params:
+            groups.append(
+                {
+                    "params": ssl_params,
+                    "lr": self._hparam("lr_ssl", 1e-5),
+                    "name": "ssl",
+                }
+            )
         self.optimizer = self.opt_class(groups)
         self.optimizers_dict = {"opt_class": self.optimizer}
         if self.checkpointer is not None:

@@ -4,21 +4,22 @@
 
     model_dir/
       hyperparams.yaml       from hparams/inference.yaml, filled from the run
-      embedding_model.ckpt   segment model (AM-ResNet, wav2vec2 backbone
-                             weights included, fusion)
+      embedding_model.ckpt   segment model (AM-ResNet, the pretrained
+                             encoder's weights included, fusion)
       classifier.ckpt        linear layer
       label_encoder.txt      class names (and label_encoder.ckpt, the same
                              file under the name SpeechBrain's pretrainer
                              looks for)
-      wav2vec2/              the backbone's config.json and
-                             preprocessor_config.json (for people and tools;
-                             hyperparams.yaml embeds the config)
+      encoder/               the encoder's config.json and options.json
+                             (for people and tools; hyperparams.yaml embeds
+                             both as ssl_options)
       README.md              model card
       training.json          where it came from: run, fold, checkpoint, scores
 
 The folder loads with SpeechBrain's plain ``EncoderClassifier.from_hparams``
-offline, from anywhere: the backbone is rebuilt from its configuration
-(embedded in ``hyperparams.yaml``) and all weights come from
+offline, from anywhere: the encoder is rebuilt from its
+``SpeechEncoder.export_options()`` (embedded in ``hyperparams.yaml``; the
+training run saved them as ``<fold>/encoder.json``) and all weights come from
 ``embedding_model.ckpt``, so nothing is fetched from the Hub. An experiment
 folder holding several folds exports the fold whose best checkpoint has the
 highest validation UA (test scores never choose).
@@ -39,6 +40,10 @@ import yaml
 
 logger = logging.getLogger(__name__)
 
+#: The training run's encoder options, in its fold folder (written by
+#: ``AMSERBrain`` from ``SpeechEncoder.export_options()``).
+ENCODER_FILE = "encoder.json"
+
 #: Training hparams copied into the inference template, when present.
 COPIED_KEYS = (
     "sample_rate",
@@ -58,7 +63,6 @@ COPIED_KEYS = (
     "fusion_heads",
     "fusion_ffn_dim",
     "fusion_dropout",
-    "ssl_layer_weights",
 )
 
 #: Training hparams described in the model card.
@@ -188,31 +192,42 @@ def find_best_fold(experiment):
     return fold, ckpt, meta
 
 
-def _backbone_configs(hub, cache_dir):
-    """The backbone's HF config and feature-extractor config, as dicts."""
-    from transformers import AutoConfig, AutoFeatureExtractor
+def encoder_options(fold, run):
+    """How to rebuild the run's encoder offline (``export_options()``).
 
-    def load(cls):
-        try:
-            return cls.from_pretrained(hub, cache_dir=cache_dir,
-                                       local_files_only=True)
-        except (OSError, ValueError):
-            return cls.from_pretrained(hub, cache_dir=cache_dir)
+    Arguments
+    ---------
+    fold : str
+        Fold folder; training saved ``encoder.json`` there.
+    run : dict
+        Plain training hparams (for runs without ``encoder.json``: the
+        encoder is then loaded from ``ssl_hub`` to ask it).
 
+    Returns
+    -------
+    dict
+    """
+    path = os.path.join(fold, ENCODER_FILE)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    from amser_sb.lobes import SSLBackbone
+
+    hub = run.get("ssl_hub")
+    kwargs = {"layer_weights": bool(run.get("ssl_layer_weights", False))}
+    if run.get("ssl_window_seconds") is not None:
+        kwargs["window_seconds"] = run["ssl_window_seconds"]
     try:
-        config = load(AutoConfig)
+        encoder = SSLBackbone(
+            hub, str(run.get("pretrained_folder") or "pretrained_models"),
+            **kwargs,
+        )
     except Exception as err:
         raise ExportError(
-            f"cannot read the wav2vec2 configuration of {hub!r} (training "
-            f"cache {cache_dir}): {err}"
+            f"{path} is missing and the encoder {hub!r} cannot be loaded to "
+            f"describe it ({err}): export on the machine that trained it"
         ) from err
-    try:
-        extractor = load(AutoFeatureExtractor).to_dict()
-    except Exception:  # no preprocessor_config.json: HF's defaults
-        logger.warning("%s has no preprocessor_config.json; assuming "
-                       "do_normalize=True", hub)
-        extractor = {"do_normalize": True, "sampling_rate": 16000}
-    return config, extractor
+    return encoder.export_options()
 
 
 def _set_top_level(text, key, value):
@@ -233,17 +248,15 @@ def _set_top_level(text, key, value):
     raise ExportError(f"inference template has no top-level key {key!r}")
 
 
-def render_inference_hparams(run, ssl_config, ssl_normalize, template=None):
+def render_inference_hparams(run, ssl_options, template=None):
     """Fill the inference template with a training run's values.
 
     Arguments
     ---------
     run : dict
         Plain training hparams (``read_run_hparams``).
-    ssl_config : dict
-        The backbone's Hugging Face configuration.
-    ssl_normalize : bool
-        Per-utterance waveform normalisation of the backbone.
+    ssl_options : dict
+        The encoder's ``export_options()`` (empty without an encoder).
     template : str, optional
         Template path (default ``find_template()``).
 
@@ -257,8 +270,7 @@ def render_inference_hparams(run, ssl_config, ssl_normalize, template=None):
     for key in COPIED_KEYS:
         if key in run:
             text = _set_top_level(text, key, run[key])
-    text = _set_top_level(text, "ssl_config", ssl_config)
-    text = _set_top_level(text, "ssl_normalize", bool(ssl_normalize))
+    text = _set_top_level(text, "ssl_options", ssl_options)
     mode = run.get("mode", "fusion")
     # Branches the mode does not use are not built (their weights are not
     # in the checkpoint either).
@@ -315,13 +327,13 @@ def write_model_card(model_dir, run, labels, provenance, results):
     hub = str(run.get("ssl_hub", ""))
     pretrained = not os.path.isdir(hub)
     backbone_note = (
-        f"wav2vec2 backbone: `{hub}`."
+        f"Pretrained encoder: `{hub}`."
         if pretrained
         else (
-            "wav2vec2 backbone: a local folder "
+            "Pretrained encoder: a local folder "
             f"(`{os.path.basename(hub.rstrip('/'))}`); see training.json. "
             "**If it was randomly initialised (the offline demo), this "
-            "model's numbers are not those of a pretrained wav2vec2.**"
+            "model's numbers are not those of a pretrained encoder.**"
         )
     )
     text = f"""---
@@ -412,15 +424,10 @@ def export_model(experiment, model_dir):
         if not os.path.isfile(os.path.join(ckpt, name)):
             raise ExportError(f"checkpoint {ckpt} has no {name}")
 
-    ssl_config, extractor = {}, {"do_normalize": True}
+    options = {}
     if mode != "am_resnet":
-        config, extractor = _backbone_configs(
-            hub, str(run.get("pretrained_folder") or "pretrained_models")
-        )
-        ssl_config = config.to_dict()
-    text = render_inference_hparams(
-        run, ssl_config, extractor.get("do_normalize", True)
-    )
+        options = encoder_options(fold, run)
+    text = render_inference_hparams(run, options)
 
     os.makedirs(model_dir, exist_ok=True)
     with open(os.path.join(model_dir, "hyperparams.yaml"), "w",
@@ -435,10 +442,11 @@ def export_model(experiment, model_dir):
         ssl_dir = os.path.join(model_dir, "encoder")
         os.makedirs(ssl_dir, exist_ok=True)
         with open(os.path.join(ssl_dir, "config.json"), "w") as handle:
-            json.dump(ssl_config, handle, indent=2, sort_keys=True)
-        with open(os.path.join(ssl_dir, "preprocessor_config.json"),
-                  "w") as handle:
-            json.dump(extractor, handle, indent=2, sort_keys=True)
+            json.dump(options.get("config", {}), handle, indent=2,
+                      sort_keys=True)
+        with open(os.path.join(ssl_dir, "options.json"), "w") as handle:
+            json.dump({k: v for k, v in options.items() if k != "config"},
+                      handle, indent=2, sort_keys=True)
 
     from speechbrain.dataio.encoder import CategoricalEncoder
 
@@ -453,6 +461,7 @@ def export_model(experiment, model_dir):
         "valid_WA": meta.get("WA"),
         "mode": mode,
         "ssl_hub": hub,
+        "encoder_model_type": options.get("config", {}).get("model_type"),
         "labels": labels,
     }
     with open(os.path.join(model_dir, "training.json"), "w") as handle:

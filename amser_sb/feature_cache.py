@@ -103,7 +103,7 @@ def backbone_identity(backbone):
     Arguments
     ---------
     backbone : torch.nn.Module
-        E.g. :class:`amser_sb.lobes.ssl.SSLBackbone`.
+        E.g. :class:`amser_sb.lobes.SpeechEncoder`.
 
     Returns
     -------
@@ -117,7 +117,10 @@ def backbone_identity(backbone):
     ['all_hiddens', 'class', 'config', 'format', 'options', 'weights']
     """
     if hasattr(backbone, "cache_identity"):
-        return dict(backbone.cache_identity(), format=CACHE_FORMAT)
+        identity = dict(backbone.cache_identity(), format=CACHE_FORMAT)
+        if "weights" not in identity and hasattr(backbone, "backbone"):
+            identity["weights"] = weights_fingerprint(backbone.backbone())
+        return identity
     model = getattr(getattr(backbone, "lobe", None), "model", None)
     if model is None:
         model = backbone
@@ -166,7 +169,7 @@ class FeatureCache:
         Cache root (shared by experiments; one sub-folder per backbone).
     backbone : torch.nn.Module
         The frozen backbone. If it has ``extract(wavs, wav_lens)`` (as
-        :class:`amser_sb.lobes.ssl.SSLBackbone`) that is what is cached;
+        :class:`amser_sb.lobes.SpeechEncoder`) that is what is cached;
         otherwise ``forward`` (first output if a tuple).
     dtype : torch.dtype or str
         Storage type: ``float16`` (default; halves the disk use, about 3
@@ -325,7 +328,7 @@ class FeatureCache:
 
         Segments of equal length go through together (up to ``max_batch``
         at a time, no padding); a backbone with a ``per_utterance`` option
-        (:class:`amser_sb.lobes.ssl.SSLBackbone`) is told not to split such
+        (:class:`amser_sb.lobes.SpeechEncoder`) is told not to split such
         a batch again.
 
         Arguments

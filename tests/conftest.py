@@ -18,7 +18,7 @@ if "OMP_NUM_THREADS" not in os.environ:
 def tiny_w2v2_group(tmp_path_factory):
     """A tiny random wav2vec2 with a group-norm feature encoder
     (wav2vec2-base style); the folder path as str."""
-    from amser_sb.lobes.ssl import build_random_wav2vec2
+    from amser_sb.lobes.wav2vec2 import build_random_wav2vec2
 
     folder = tmp_path_factory.mktemp("tiny_w2v2_group")
     return build_random_wav2vec2(folder, "tiny", feat_extract_norm="group")
@@ -29,7 +29,7 @@ def tiny_w2v2_layer(tmp_path_factory):
     """A tiny random wav2vec2 with a layer-norm feature encoder and
     ``do_stable_layer_norm=True`` (wav2vec2-large-lv60 / WavLM style); the
     folder path as str."""
-    from amser_sb.lobes.ssl import build_random_wav2vec2
+    from amser_sb.lobes.wav2vec2 import build_random_wav2vec2
 
     folder = tmp_path_factory.mktemp("tiny_w2v2_layer")
     return build_random_wav2vec2(folder, "tiny", feat_extract_norm="layer")

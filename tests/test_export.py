@@ -86,7 +86,7 @@ def test_model_folder_contents(trained):
         "training.json", "encoder",
     } <= names
     assert sorted(os.listdir(os.path.join(trained["model"], "encoder"))) \
-        == ["config.json", "preprocessor_config.json"]
+        == ["config.json", "options.json"]
     card = open(os.path.join(trained["model"], "README.md")).read()
     assert "EncoderClassifier.from_hparams" in card
     assert "`neu`, `hap`, `sad`, `ang`" in card

@@ -1,4 +1,8 @@
-"""Model lobes: AM-ResNet, the wav2vec2 branch, fusion, AMSER, classifier.
+"""Model lobes: AM-ResNet, the encoder branch, fusion, AMSER, classifier.
+
+The encoder branch is any ``SpeechEncoder`` (``encoder.py``): one class a
+family, ``wav2vec2.py`` (wav2vec2, HuBERT, WavLM, data2vec-audio) and
+``whisper.py``; ``SSLBackbone`` picks the family from the source.
 
 Authors
  * amser-sb contributors
@@ -18,12 +22,20 @@ from amser_sb.lobes.mask_resnet import (
     MaskResBlock,
     VoicedAttention,
 )
-from amser_sb.lobes.ssl import (
+from amser_sb.lobes.encoder import (
+    ENCODERS,
+    SpeechEncoder,
     SSLBackbone,
+    encoder_class,
+    encoder_from_options,
+)
+from amser_sb.lobes.wav2vec2 import (
+    Wav2Vec2Encoder,
     build_random_wav2vec2,
     normalize_waveforms,
     wav2vec2_config,
 )
+from amser_sb.lobes.whisper import WhisperEncoder, build_random_whisper
 from amser_sb.lobes.utterance import Passthrough, UtteranceEncoder
 
 __all__ = [
@@ -35,12 +47,19 @@ __all__ = [
     "MaskResBlock",
     "MaskedConv1d",
     "Passthrough",
+    "ENCODERS",
     "SSLBackbone",
+    "SpeechEncoder",
     "UtteranceEncoder",
     "VoicedAttention",
+    "Wav2Vec2Encoder",
+    "WhisperEncoder",
     "build_random_wav2vec2",
+    "build_random_whisper",
+    "encoder_class",
+    "encoder_from_options",
     "masked_mean",
     "normalize_waveforms",
     "resample_to_length",
-    "ssl_config",
+    "wav2vec2_config",
 ]

@@ -2,7 +2,8 @@
 
 Li & Zhang (2025, Sec. 2.4) feed the raw 16 kHz waveform to
 ``facebook/wav2vec2-base-960h`` and use its last hidden state as a frozen
-feature extractor. ``SSLBackbone`` wraps SpeechBrain's
+feature extractor. ``Wav2Vec2Encoder`` (the ``SpeechEncoder`` of these
+families, see ``amser_sb.lobes.encoder``) wraps SpeechBrain's
 ``speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2`` lobe, so any
 Hugging Face wav2vec2 / HuBERT / WavLM checkpoint works, from the Hub or from
 a local folder, frozen or fine-tuned, and adds what the paper leaves open:
@@ -41,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from speechbrain.dataio.dataio import length_to_mask
 
+from amser_sb.lobes.encoder import SpeechEncoder, hf_config_dict
 from amser_sb.silence import lengths_to_samples
 
 #: Variance floor of ``Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm``.
@@ -244,8 +246,12 @@ def _lobe_from_config(config, freeze, freeze_feature_extractor, layer_weights):
     return lobe
 
 
-class SSLBackbone(torch.nn.Module):
-    """wav2vec2 / HuBERT / WavLM branch, padding-safe, optionally weighted.
+class Wav2Vec2Encoder(SpeechEncoder):
+    """wav2vec2 / HuBERT / WavLM / data2vec-audio branch, padding-safe.
+
+    Built over SpeechBrain's ``Wav2Vec2`` lobe (which loads any of these
+    families through ``AutoModel``). Usually made by ``SSLBackbone``, which
+    picks the class from the source's ``model_type``.
 
     Arguments
     ---------
@@ -264,9 +270,9 @@ class SSLBackbone(torch.nn.Module):
         With ``freeze=False``, keep the convolutional feature encoder frozen
         (SpeechBrain's option; usual when fine-tuning).
     layer_weights : bool
-        False (default, as in the paper): use the last hidden state. True:
-        SUPERB-style learned softmax-weighted sum of all hidden states
-        (the CNN projection plus every transformer layer).
+        False: use the last hidden state (the paper). True: SUPERB-style
+        learned softmax-weighted sum of all hidden states (the CNN
+        projection plus every transformer layer).
     normalize : str or bool
         Per-utterance waveform normalisation over each waveform's own
         samples. ``"auto"`` (default) follows the checkpoint's
@@ -286,6 +292,8 @@ class SSLBackbone(torch.nn.Module):
         downloading anything, for weights that a checkpoint loads next
         (exported models embed it; see ``amser_sb.export``). Needs an
         explicit ``normalize``.
+    window_seconds : None
+        Only None (no fixed input window; the option is Whisper's).
     **kwargs
         Passed on to SpeechBrain's ``Wav2Vec2`` (e.g.
         ``apply_spec_augment``).
@@ -293,7 +301,7 @@ class SSLBackbone(torch.nn.Module):
     Example
     -------
     >>> folder = build_random_wav2vec2(getfixture("tmp_path") / "w2v")
-    >>> ssl = SSLBackbone(folder, save_path=str(getfixture("tmp_path")))
+    >>> ssl = Wav2Vec2Encoder(folder, save_path=str(getfixture("tmp_path")))
     >>> wavs = torch.randn(2, 16000)
     >>> feats, lens = ssl(wavs, torch.tensor([1.0, 0.5]))
     >>> feats.shape, ssl.out_dim
@@ -301,6 +309,8 @@ class SSLBackbone(torch.nn.Module):
     >>> lens
     tensor([1.0000, 0.5000])
     """
+
+    model_types = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
 
     def __init__(
         self,
@@ -313,16 +323,22 @@ class SSLBackbone(torch.nn.Module):
         per_utterance="auto",
         output_norm=False,
         config=None,
+        window_seconds=None,
         **kwargs,
     ):
-        super().__init__()
+        if window_seconds is not None:
+            raise ValueError(
+                "window_seconds is for encoders with a fixed input window "
+                "(Whisper); wav2vec2-like encoders take any length: set "
+                "ssl_window_seconds: null"
+            )
         if config is not None:
             if normalize == "auto":
                 raise ValueError(
                     "SSLBackbone(config=...) needs normalize=True/False "
                     "(there is no preprocessor_config.json to read it from)"
                 )
-            self.lobe = _lobe_from_config(
+            lobe = _lobe_from_config(
                 config, freeze, freeze_feature_extractor, layer_weights
             )
         elif source is None:
@@ -335,7 +351,7 @@ class SSLBackbone(torch.nn.Module):
                 Wav2Vec2,
             )
 
-            self.lobe = Wav2Vec2(
+            lobe = Wav2Vec2(
                 source,
                 save_path=save_path,
                 freeze=freeze,
@@ -344,15 +360,22 @@ class SSLBackbone(torch.nn.Module):
                 output_all_hiddens=layer_weights,
                 **kwargs,
             )
-        self.freeze = freeze
-        config = self.lobe.model.config
+        hf_config = lobe.model.config
+        super().__init__(
+            out_dim=hf_config.hidden_size,
+            n_layers=hf_config.num_hidden_layers + 1,
+            freeze=freeze,
+            layer_weights=layer_weights,
+            output_norm=output_norm,
+        )
+        self.lobe = lobe
         if normalize == "auto":
             normalize = bool(self.lobe.normalize_wav)
         self.normalize = bool(normalize)
         # We normalise per utterance ourselves; the lobe's layer norm over
         # the padded tensor would make features depend on the padding.
         self.lobe.normalize_wav = False
-        group_norm = getattr(config, "feat_extract_norm", "group") == "group"
+        group_norm = getattr(hf_config, "feat_extract_norm", "group") == "group"
         if per_utterance == "auto":
             per_utterance = "eval" if group_norm else "never"
         if per_utterance not in ("never", "eval", "always"):
@@ -362,14 +385,7 @@ class SSLBackbone(torch.nn.Module):
             )
         self.per_utterance = per_utterance
         self.group_norm = group_norm
-        self.output_norm = output_norm
-        self.out_dim = config.hidden_size
-        self.n_layers = config.num_hidden_layers + 1
-        self.min_samples = self._min_samples(config)
-        if layer_weights:
-            self.layer_weights = torch.nn.Parameter(torch.zeros(self.n_layers))
-        else:
-            self.register_parameter("layer_weights", None)
+        self.min_samples = self._min_samples(hf_config)
 
     @staticmethod
     def _min_samples(config):
@@ -379,23 +395,32 @@ class SSLBackbone(torch.nn.Module):
             field = (field - 1) * config.conv_stride[i] + config.conv_kernel[i]
         return field
 
-    def train(self, mode=True):
-        """Set train/eval mode; a frozen backbone always stays in eval mode.
-
-        Arguments
-        ---------
-        mode : bool
-            Train mode if True.
+    def backbone(self):
+        """The Hugging Face model.
 
         Returns
         -------
-        SSLBackbone
-            self
+        transformers.PreTrainedModel
         """
-        super().train(mode)
-        if self.freeze:
-            self.lobe.model.eval()
-        return self
+        return self.lobe.model
+
+    def export_options(self):
+        """Keyword arguments of ``SSLBackbone`` that rebuild this encoder.
+
+        Returns
+        -------
+        dict
+            ``config`` (the Hugging Face configuration, without where it
+            came from), ``normalize``, ``layer_weights``, ``output_norm``
+            and ``freeze``.
+        """
+        return {
+            "config": hf_config_dict(self.lobe.model.config),
+            "normalize": self.normalize,
+            "layer_weights": self.layer_weights is not None,
+            "output_norm": self.output_norm,
+            "freeze": True,
+        }
 
     def frame_counts(self, n_samples):
         """Number of output frames for waveforms of ``n_samples`` samples.
@@ -481,56 +506,3 @@ class SSLBackbone(torch.nn.Module):
                 out = group.new_zeros(shape + (total, group.shape[-1]))
             out[index, ..., : group.shape[-2], :] = group
         return out
-
-    def combine(self, hidden):
-        """Turn backbone outputs into features (layer weights, output norm).
-
-        Arguments
-        ---------
-        hidden : torch.Tensor
-            Output of ``extract``: ``[batch, frames, feat]``, or
-            ``[batch, layers, frames, feat]`` with ``layer_weights``.
-
-        Returns
-        -------
-        torch.Tensor
-            ``[batch, frames, feat]``.
-        """
-        if self.layer_weights is not None:
-            if hidden.dim() != 4 or hidden.shape[1] != self.n_layers:
-                raise ValueError(
-                    f"with layer_weights the backbone output must be [batch, "
-                    f"{self.n_layers}, frames, feat], got "
-                    f"{tuple(hidden.shape)}: rebuild the feature cache with "
-                    "all hidden layers"
-                )
-            w = torch.softmax(self.layer_weights, dim=0)
-            hidden = torch.einsum("l,bltc->btc", w.to(hidden.dtype), hidden)
-        elif hidden.dim() != 3:
-            raise ValueError(
-                "without layer_weights the backbone output must be [batch, "
-                f"frames, feat], got {tuple(hidden.shape)}"
-            )
-        if self.output_norm:
-            hidden = F.layer_norm(hidden, hidden.shape[-1:])
-        return hidden
-
-    def forward(self, wavs, wav_lens=None):
-        """Features of a batch of waveforms.
-
-        Arguments
-        ---------
-        wavs : torch.Tensor
-            Raw 16 kHz waveforms ``[batch, time]``.
-        wav_lens : torch.Tensor, optional
-            Relative lengths ``[batch]``; None means all full length.
-
-        Returns
-        -------
-        feats : torch.Tensor
-            ``[batch, frames, feat]`` (about 50 frames a second).
-        lens : torch.Tensor
-            Relative lengths in frames ``[batch]``.
-        """
-        hidden, lens = self.extract(wavs, wav_lens)
-        return self.combine(hidden), lens

@@ -39,6 +39,7 @@ from hyperpyyaml import load_hyperpyyaml, resolve_references
 from amser_sb.brain import AMSERBrain
 from amser_sb.data.iemocap import prepare_iemocap
 from amser_sb.metrics import _json_safe
+from amser_sb.overrides import OverrideError, rename_deprecated
 from amser_sb.pipeline import (
     AudioError,
     ManifestError,
@@ -90,7 +91,7 @@ def _from_hub_loading(err):
 
 
 def _hub_message(hub, err):
-    """The error text for a wav2vec2 checkpoint that cannot be loaded."""
+    """The error text for an encoder checkpoint that cannot be loaded."""
     text = f"cannot load ssl_hub={hub!r}: {err}\n"
     path_like = hub is not None and (
         os.path.isabs(hub) or hub.startswith((".", "~"))
@@ -107,7 +108,7 @@ def _hub_message(hub, err):
          else "The Hub could not be reached or has no such model. ")
         + "Pass --ssl_hub=<local folder> holding config.json, the "
         "weights and preprocessor_config.json (e.g. one written by "
-        "amser_sb.lobes.build_random_wav2vec2, or downloaded beforehand "
+        "`amser-sb fetch-encoder whisper-base DIR`, or downloaded beforehand "
         "with huggingface_hub.snapshot_download), or a hub id that is "
         "already in the local cache."
     )
@@ -139,7 +140,10 @@ def load_hparams(hparams_file, overrides=None, check_data=True):
     """
     if not os.path.isfile(hparams_file):
         raise RecipeError(f"hparams file {hparams_file} does not exist")
-    overrides = overrides or {}
+    try:
+        overrides = rename_deprecated(overrides)
+    except OverrideError as err:
+        raise RecipeError(str(err)) from err
     try:
         with open(hparams_file) as handle:
             hparams = load_hyperpyyaml(handle, overrides)

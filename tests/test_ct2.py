@@ -1,4 +1,4 @@
-"""CTranslate2 Whisper -> transformers conversion (amser_sb.ct2, amser_sb.fetch).
+"""CTranslate2 Whisper -> transformers conversion (ct2.py, fetch.py).
 
 A tiny random Whisper is converted to CTranslate2 by ctranslate2's own
 converter and back by ours: weights must come back equal and both runtimes'

@@ -68,8 +68,9 @@ def load_classifier(
         local folder its links are renewed on every load, so a savedir
         used before by another model never serves that model's files.
     offline : bool, optional
-        Set ``HF_HUB_OFFLINE=1`` while loading (default: True for a local
-        folder, unchanged for a Hub id).
+        Hub client offline while loading, restored afterwards (default:
+        True for a local folder, unchanged for a Hub id; see
+        ``amser_sb.hub_offline``).
     device : str
         Torch device.
     quantize : bool
@@ -111,10 +112,9 @@ def load_classifier(
         )
     if offline is None:
         offline = local
-    previous = os.environ.get("HF_HUB_OFFLINE")
-    if offline:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
+    from amser_sb.hub_offline import hub_offline
+
+    with hub_offline(offline):
         # SpeechBrain reuses whatever file a savedir already holds, from any
         # source: a second model folder with the same name (same default
         # savedir) would silently load the first one's weights. Local
@@ -125,12 +125,6 @@ def load_classifier(
             run_opts={"device": device},
             fetch_config=FetchConfig(overwrite=local),
         )
-    finally:
-        if offline:
-            if previous is None:
-                os.environ.pop("HF_HUB_OFFLINE", None)
-            else:
-                os.environ["HF_HUB_OFFLINE"] = previous
     if len(clf.hparams.label_encoder.lab2ind) == 0:
         raise RuntimeError(
             f"model {source} loaded an empty label encoder; its "

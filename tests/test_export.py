@@ -243,3 +243,56 @@ def test_push_dry_run_validates_and_lists(trained, capsys):
     assert "embedding_model.ckpt" in names and "hyperparams.yaml" in names
     with pytest.raises(ValueError, match="user/repo"):
         push_model(trained["model"], "not-a-repo-id", dry_run=True)
+
+
+PUSH_ONLINE_SCRIPT = """
+import sys
+
+import amser_sb.hub as hub
+
+assert "huggingface_hub" not in sys.modules  # first imported while loading
+calls = []
+real_validate = hub.validate_model_folder
+
+
+def validate_then_fake_upload(model_dir, load=True):
+    labels = real_validate(model_dir, load=load)
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(constants.is_offline_mode())
+
+        def upload_folder(self, **kwargs):
+            calls.append(constants.is_offline_mode())
+            return "https://example.invalid/commit"
+
+    huggingface_hub.HfApi = FakeApi
+    return labels
+
+
+hub.validate_model_folder = validate_then_fake_upload
+summary = hub.push_model(sys.argv[1], "someone/amser-test")
+assert summary["uploaded"] and calls == [False, False], calls
+print("ONLINE-OK")
+"""
+
+
+def test_push_uploads_online_after_offline_validation(trained, tmp_path):
+    """Validation loads offline; the upload afterwards must not be offline
+    (it was: huggingface_hub, first imported inside validation, kept
+    HF_HUB_OFFLINE=1 for the whole process)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    script = tmp_path / "push_online.py"
+    script.write_text(PUSH_ONLINE_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script), trained["model"]], env=env,
+        capture_output=True, text=True, timeout=300, cwd=str(tmp_path),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ONLINE-OK" in proc.stdout

@@ -266,3 +266,21 @@ def test_whisper_model_trains_exports_and_loads_offline(tmp_path):
     for row, got in zip(rows, probs):
         expected = [float(row[f"p_{c}"]) for c in ("neu", "hap", "sad", "ang")]
         np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_deprecated_wav2vec2_names_still_work(tmp_path, caplog):
+    from amser_sb.cv import RecipeError, load_hparams
+    from amser_sb.overrides import rename_deprecated
+
+    folder = build_random_whisper(tmp_path / "w")
+    overrides = (f"wav2vec2_hub: {folder}\nfreeze_wav2vec2: True\n"
+                 f"data_folder: {tmp_path}\nskip_prep: True\n"
+                 f"pretrained_folder: {tmp_path / 'pre'}")
+    with caplog.at_level("WARNING"):
+        hparams = load_hparams(FULL, overrides, check_data=False)
+    assert isinstance(hparams["ssl"], WhisperEncoder)
+    assert hparams["ssl_hub"] == folder
+    assert "--wav2vec2_hub is deprecated: use --ssl_hub" in caplog.text
+    with pytest.raises(RecipeError, match="keep --ssl_hub"):
+        load_hparams(FULL, {"wav2vec2_hub": "a", "ssl_hub": "b"})
+    assert rename_deprecated("lr_wav2vec2: 0.1") == {"lr_ssl": 0.1}

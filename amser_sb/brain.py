@@ -39,6 +39,12 @@ import time
 import speechbrain as sb
 import torch
 
+from amser_sb.distributed import (
+    ShardedBatchSampler,
+    share_weight,
+    unwrap,
+    world_size,
+)
 from amser_sb.feature_cache import FeatureCache
 from amser_sb.losses import balanced_class_weights, soft_target_cross_entropy
 from amser_sb.metrics import ClassificationStats
@@ -46,6 +52,9 @@ from amser_sb.metrics import ClassificationStats
 logger = logging.getLogger(__name__)
 
 __all__ = ["AMSERBrain", "find_best_checkpoint"]
+
+#: Runs a writer on the main process only; every process gets its result.
+write_once = sb.utils.distributed.main_process_only
 
 
 def find_best_checkpoint(save_folder, key="UA"):
@@ -113,14 +122,25 @@ class AMSERBrain(sb.Brain):
         return getattr(self.hparams, name, default)
 
     @property
+    def embedding_model(self):
+        """The ``AMSER`` model itself, also inside a DDP wrapper.
+
+        Under ``torchrun`` SpeechBrain wraps ``modules.embedding_model`` in
+        ``DistributedDataParallel``; its branches live on the wrapped
+        module. Forward passes still go through ``self.modules`` (the
+        wrapper synchronises the gradients).
+        """
+        return unwrap(self.modules.embedding_model)
+
+    @property
     def ssl_backbone(self):
         """The encoder branch (a ``SpeechEncoder``) of the model, or None."""
-        return getattr(self.modules.embedding_model, "ssl", None)
+        return getattr(self.embedding_model, "ssl", None)
 
     @property
     def am_resnet(self):
         """The AM-ResNet branch of the embedding model, or None."""
-        return getattr(self.modules.embedding_model, "am_resnet", None)
+        return getattr(self.embedding_model, "am_resnet", None)
 
     def _make_feature_cache(self):
         """A feature cache when asked for and the backbone is frozen.
@@ -158,7 +178,7 @@ class AMSERBrain(sb.Brain):
         -------
         FeatureCache or None
         """
-        model = self.modules.embedding_model
+        model = self.embedding_model
         if (
             self.feature_cache is None
             or not self._hparam("freeze_am_resnet", False)
@@ -349,6 +369,103 @@ class AMSERBrain(sb.Brain):
         if self.checkpointer is not None:
             self.checkpointer.add_recoverable("optimizer", self.optimizer)
 
+    # ------------------------------------------------------------------
+    # Multi-process training (torchrun)
+    # ------------------------------------------------------------------
+    def _unused_parameters_expected(self):
+        """Whether a DDP step may leave trainable parameters without a
+        gradient (DDP then needs ``find_unused_parameters``).
+
+        A fine-tuned pretrained encoder does: Hugging Face models hold
+        parameters their forward does not use (e.g. wav2vec2's
+        ``masked_spec_embed`` without SpecAugment) and a partly frozen one
+        (``freeze_feature_extractor``) mixes both. Branches an ablation
+        ``mode`` leaves out are not built (``AMSER``), frozen parameters
+        get no gradient by design and are not registered with DDP.
+
+        Returns
+        -------
+        bool
+        """
+        encoder = self.ssl_backbone
+        return encoder is not None and bool(encoder.encoder_parameters())
+
+    def _wrap_distributed(self):
+        """Wraps the trainable modules in DDP (``torchrun`` runs).
+
+        As ``sb.Brain._wrap_distributed``, except: BatchNorm becomes
+        ``SyncBatchNorm`` on CUDA only (on CPU, ``gloo``, it cannot run,
+        so each process normalises with its own batch statistics, and
+        DDP keeps the running statistics of process 0); and
+        ``find_unused_parameters`` is switched on where the configuration
+        needs it (see ``_unused_parameters_expected``) unless given.
+        """
+        if not self.distributed_launch:
+            return super()._wrap_distributed()
+        if not self.find_unused_parameters:
+            self.find_unused_parameters = self._unused_parameters_expected()
+            if self.find_unused_parameters:
+                logger.info(
+                    "distributed: find_unused_parameters on (a fine-tuned "
+                    "encoder has parameters without gradients)"
+                )
+        on_cuda = str(self.device).startswith("cuda")
+        if not on_cuda:
+            logger.info(
+                "distributed: device %s, BatchNorm statistics per process "
+                "(SyncBatchNorm needs CUDA)", self.device,
+            )
+        DDP = torch.nn.parallel.DistributedDataParallel
+        for name, module in self.modules.items():
+            if not any(p.requires_grad for p in module.parameters()):
+                continue
+            if isinstance(module, DDP):
+                continue
+            if on_cuda:
+                module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+            self.modules[name] = DDP(
+                module,
+                device_ids=[self.device] if on_cuda else None,
+                find_unused_parameters=self.find_unused_parameters,
+            )
+
+    def _train_loader_specifics(self, dataset, loader_kwargs):
+        """Training batches; under DDP, shares of the one-process batches.
+
+        With ``torchrun``, fixed-size batches (``batch_size`` items *per
+        process*) come from :class:`amser_sb.distributed.ShardedBatchSampler`
+        over the order a single process would use (SpeechBrain's
+        ``ReproducibleRandomSampler`` with its seed when shuffling): every
+        item is seen exactly once per epoch across the processes, and
+        ``N`` processes with batch ``B / N`` step on the batches of one
+        process with batch ``B``. A given ``sampler`` or ``batch_sampler``
+        (dynamic batching) goes to SpeechBrain's own handling.
+        """
+        if (
+            not self.distributed_launch
+            or loader_kwargs.get("sampler") is not None
+            or loader_kwargs.get("batch_sampler") is not None
+            or isinstance(dataset, torch.utils.data.IterableDataset)
+        ):
+            return super()._train_loader_specifics(dataset, loader_kwargs)
+        loader_kwargs = dict(loader_kwargs)
+        shuffle = loader_kwargs.pop("shuffle", False)
+        batch_size = loader_kwargs.pop("batch_size", 1)
+        drop_last = loader_kwargs.pop("drop_last", False)
+        if shuffle:
+            # What sb.Brain uses for one process, so the order is the same.
+            seed = os.environ.get("SB_GLOBAL_SEED", 563375142)
+            order = sb.dataio.sampler.ReproducibleRandomSampler(
+                dataset, seed=seed
+            )
+        else:
+            order = torch.utils.data.SequentialSampler(dataset)
+        self.train_sampler = ShardedBatchSampler(
+            order, batch_size, drop_last=drop_last
+        )
+        loader_kwargs["batch_sampler"] = self.train_sampler
+        return loader_kwargs
+
     def compute_forward(self, batch, stage):
         """Runs the model on a batch of segments.
 
@@ -371,8 +488,7 @@ class AMSERBrain(sb.Brain):
         mask, _ = batch.mask
         if stage == sb.Stage.TRAIN:
             self._freeze_am_resnet()
-        model = self.modules.embedding_model
-        ssl_feats = ssl_lens = None
+        ssl_feats = ssl_lens = am_feats = am_lens = None
         if self.feature_cache is not None:
             samples = torch.round(wav_lens * wavs.shape[1]).long().tolist()
             sigs = [wav[:n] for wav, n in zip(wavs, samples)]
@@ -380,23 +496,19 @@ class AMSERBrain(sb.Brain):
                     batch.seg_stop.tolist())
             ssl_feats, ssl_lens = self.feature_cache.features(sigs, *keys)
         if self.am_cache is not None:
-            # Frozen AM-ResNet: both branches from the cache, then fusion
-            # exactly as AMSER.forward does it.
+            # Frozen AM-ResNet: both branches from the cache; AMSER.forward
+            # then only runs the fusion.
             am_feats, am_lens = self.am_cache.features(
                 sigs, *keys, masks=[m[:n] for m, n in zip(mask, samples)]
             )
-            w2v, w2v_lens = model.ssl_features(
-                wavs, wav_lens, ssl_feats, ssl_lens
-            )
-            embeddings = model.fusion(am_feats, am_lens, w2v, w2v_lens)
-            embeddings = embeddings.unsqueeze(1)
-        else:
-            embeddings = model(
-                wavs, wav_lens, mask=mask, ssl_feats=ssl_feats,
-                ssl_lens=ssl_lens,
-            )
+        # Through self.modules (a DDP wrapper under torchrun: it
+        # synchronises the gradients of what this forward uses).
+        embeddings = self.modules.embedding_model(
+            wavs, wav_lens, mask=mask, ssl_feats=ssl_feats,
+            ssl_lens=ssl_lens, am_feats=am_feats, am_lens=am_lens,
+        )
         outputs = self.modules.classifier(embeddings)
-        if getattr(self.modules.classifier, "output", None) == "prob":
+        if getattr(unwrap(self.modules.classifier), "output", None) == "prob":
             return torch.log(outputs.clamp(min=1e-12))
         # log_softmax is idempotent on log-probabilities, so a classifier
         # emitting logits or log-probabilities gives the same result.
@@ -422,17 +534,49 @@ class AMSERBrain(sb.Brain):
             A one-element tensor used for backpropagating the gradient.
         """
         targets, _ = batch.soft_target
+        targets = targets.to(predictions.device)
+        smoothing = self._hparam("label_smoothing", 0.0)
         loss = soft_target_cross_entropy(
             predictions,
-            targets.to(predictions.device),
+            targets,
             class_weights=self.class_weights,
-            label_smoothing=self._hparam("label_smoothing", 0.0),
+            label_smoothing=smoothing,
         )
+        if stage == sb.Stage.TRAIN and self.distributed_launch:
+            # DDP averages the processes' gradients: weigh this process's
+            # mean loss by its share of the step's loss mass, so that the
+            # result is the one-process gradient of the whole step (also
+            # for an unevenly split last batch).
+            loss = loss * share_weight(
+                self._loss_mass(targets, smoothing), self.device
+            )
         if stage != sb.Stage.TRAIN:
             self.stats.append(
                 batch.utt_id, predictions.detach().exp(), batch.emo_encoded
             )
         return loss
+
+    def _loss_mass(self, targets, smoothing):
+        """The normaliser of ``soft_target_cross_entropy``'s mean: the sum
+        of the (renormalised, smoothed, class-weighted) targets."""
+        targets = targets.float()
+        targets = targets / targets.sum(dim=-1, keepdim=True)
+        if smoothing > 0:
+            targets = (1 - smoothing) * targets + smoothing / targets.shape[-1]
+        if self.class_weights is not None:
+            targets = targets * self.class_weights.to(targets)
+        return float(targets.sum())
+
+    def _sum_over_processes(self, values):
+        """``values`` (floats) summed over the processes (DDP), else as is."""
+        if world_size() == 1 or not values:
+            return [float(v) for v in values]
+        tensor = torch.tensor(
+            [float(v) for v in values], dtype=torch.float64,
+            device=self.device,
+        )
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+        return tensor.tolist()
 
     def on_stage_start(self, stage, epoch=None):
         """Gets called at the beginning of each stage.
@@ -511,8 +655,15 @@ class AMSERBrain(sb.Brain):
         """
         seconds = round(time.time() - self._stage_start, 2)
         if stage == sb.Stage.TRAIN:
-            self.train_stats = {"loss": stage_loss, "seconds": seconds}
-            self.train_stats.update(self._cache_stats())
+            # Under DDP: the mean over the processes of their (weighted)
+            # losses is the one-process epoch loss; cache counts add up.
+            cache = self._cache_stats()
+            totals = self._sum_over_processes([stage_loss, *cache.values()])
+            loss = totals[0] / max(1, world_size())
+            self.train_stats = {"loss": loss, "seconds": seconds}
+            self.train_stats.update(
+                {key: int(v) for key, v in zip(cache, totals[1:])}
+            )
             return
 
         summary = self.stats.summarize()
@@ -538,7 +689,7 @@ class AMSERBrain(sb.Brain):
                 valid_stats=stats,
             )
             if self._hparam("save_valid_confusion", True):
-                self.stats.write(
+                write_once(self.stats.write)(
                     os.path.join(metrics_folder, f"valid_epoch{epoch}"),
                     title=f"valid, epoch {epoch}",
                 )
@@ -553,7 +704,10 @@ class AMSERBrain(sb.Brain):
             self.hparams.train_logger.log_stats(
                 {"epoch loaded": loaded}, test_stats=stats
             )
-            self.test_summary = self.stats.write(
+            # Every process evaluated the whole test set (SpeechBrain does
+            # not shard valid/test): the main process writes, all get the
+            # summary.
+            self.test_summary = write_once(self.stats.write)(
                 os.path.join(self.hparams.output_folder, "test"),
                 title="test",
                 extra={"epoch": loaded, "loss": stage_loss,

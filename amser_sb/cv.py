@@ -38,6 +38,7 @@ from hyperpyyaml import load_hyperpyyaml, resolve_references
 
 from amser_sb.brain import AMSERBrain
 from amser_sb.data.iemocap import prepare_iemocap
+from amser_sb.distributed import init_distributed
 from amser_sb.metrics import _json_safe
 from amser_sb.overrides import OverrideError, rename_deprecated
 from amser_sb.pipeline import (
@@ -55,6 +56,7 @@ __all__ = [
     "prepare_kwargs",
     "prepare_data",
     "run_fold",
+    "train_fold",
     "fold_numbers",
     "summarize_folds",
     "write_results",
@@ -270,7 +272,10 @@ def prepare_data(hparams):
 
 
 def run_fold(hparams_file, run_opts=None, overrides=None):
-    """Trains and tests one fold: what the recipe's ``train.py`` does.
+    """Trains and tests one fold (``amser-sb cv``, for every fold).
+
+    Joins the process group of a ``torchrun`` launch (once), loads the
+    hparams, then :func:`train_fold`.
 
     Arguments
     ---------
@@ -285,9 +290,40 @@ def run_fold(hparams_file, run_opts=None, overrides=None):
     -------
     dict
         Test summary (:meth:`amser_sb.metrics.ClassificationStats.summarize`
-        plus ``epoch``).
+        plus ``epoch``), on every process.
     """
+    run_opts = init_distributed({} if run_opts is None else run_opts)
     hparams = load_hparams(hparams_file, overrides)
+    return train_fold(hparams, hparams_file, run_opts, overrides)
+
+
+def train_fold(hparams, hparams_file, run_opts=None, overrides=None):
+    """Trains and tests one fold from loaded hparams: the recipe's steps.
+
+    The one definition of a fold's run, used by the recipe's ``train.py``
+    and by :func:`run_fold`: the experiment folder, the data preparation
+    (main process only, the others wait), the fold's datasets, the Brain,
+    training with model selection on validation UA, and the test of the
+    best checkpoint. Under ``torchrun`` (process group joined, see
+    :func:`amser_sb.distributed.init_distributed`) every process runs
+    this; files are written once, by the main process.
+
+    Arguments
+    ---------
+    hparams : dict
+        Loaded hparams (:func:`load_hparams`).
+    hparams_file : str
+        The file they came from (copied to the experiment folder).
+    run_opts : dict, optional
+        SpeechBrain run options.
+    overrides : str, optional
+        The YAML overrides used (saved with the hparams).
+
+    Returns
+    -------
+    dict
+        Test summary, on every process.
+    """
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
@@ -419,6 +455,7 @@ def _fmt(value, digits=2):
     return f"{value:.{digits}f}"
 
 
+@sb.utils.distributed.main_process_only
 def write_results(folder, per_fold, title, protocol):
     """Writes ``results.md`` and ``results.json`` (paper's Table 5 shape).
 
@@ -437,7 +474,8 @@ def write_results(folder, per_fold, title, protocol):
     Returns
     -------
     dict
-        What was written to ``results.json``.
+        What was written to ``results.json`` (under ``torchrun`` written by
+        the main process, returned to every process).
     """
     summary = summarize_folds(per_fold)
     labels = list(summary["recall"])
@@ -565,6 +603,11 @@ def run_cv(argv):
             "error: cv runs every fold; choose them with --folds, not --fold"
         )
     hparams_file, run_opts, overrides = sb.parse_arguments(rest)
+    try:
+        # torchrun: every fold on all processes (one process group).
+        run_opts = init_distributed(run_opts)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from err
     overrides = overrides or ""
     if own.protocol:
         overrides += f"\nprotocol: {own.protocol}"
@@ -631,9 +674,10 @@ def run_cv(argv):
     except (RecipeError, ManifestError, AudioError) as err:
         raise SystemExit(f"error: {err}") from err
     result = write_results(results_folder, per_fold, title, protocol)
-    logger.info("results written to %s", results_folder)
-    with open(os.path.join(results_folder, "results.md")) as handle:
-        print(handle.read())
+    if sb.utils.distributed.if_main_process():
+        logger.info("results written to %s", results_folder)
+        with open(os.path.join(results_folder, "results.md")) as handle:
+            print(handle.read())
     return result
 
 

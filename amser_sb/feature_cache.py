@@ -226,8 +226,11 @@ class FeatureCache:
             name = _hash_json(identity)[:20]
             self._folder = os.path.join(self.root, name)
             os.makedirs(self._folder, exist_ok=True)
-            with open(os.path.join(self._folder, "identity.json"), "w") as f:
+            # Atomic: several processes (DDP ranks) may open one cache.
+            handle, tmp = tempfile.mkstemp(dir=self._folder, suffix=".tmp")
+            with os.fdopen(handle, "w") as f:
                 json.dump(identity, f, indent=2, sort_keys=True, default=str)
+            os.replace(tmp, os.path.join(self._folder, "identity.json"))
             logger.info("feature cache for this backbone: %s", self._folder)
         return self._folder
 
@@ -317,10 +320,19 @@ class FeatureCache:
         """
         entry = self._entry(self.audio_key(path, start, stop, extra))
         os.makedirs(os.path.dirname(entry), exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=os.path.dirname(entry))
+        # A unique temporary file renamed over the entry: processes that
+        # fill the cache at once (DDP ranks, several runs) never read a
+        # half-written entry; the last rename wins with equal content.
+        handle, tmp = tempfile.mkstemp(dir=os.path.dirname(entry),
+                                       suffix=".tmp")
         os.close(handle)
-        torch.save(feats.detach().to("cpu", self.dtype).clone(), tmp)
-        os.replace(tmp, entry)
+        try:
+            torch.save(feats.detach().to("cpu", self.dtype).clone(), tmp)
+            os.replace(tmp, entry)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
 
     @torch.no_grad()
     def compute(self, sigs, masks=None):

@@ -1,0 +1,293 @@
+"""Multi-process training (DDP, ``torchrun``) on CPU with gloo.
+
+Two processes with per-process batch B/2 against one process with batch
+B, on the tiny generated corpus of ``test_recipe.py``: the same parameters
+after two epochs, the same optimiser groups, every training item once per
+epoch, files written once, and a killed run that resumes. Each launch is a
+real ``torchrun --standalone --nproc_per_node=2`` of a small worker script
+(about 15 s each on two cores).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from amser_sb.distributed import ShardedBatchSampler
+
+RECIPE = os.path.abspath(os.path.join(
+    os.path.dirname(__file__), "..", "recipes", "IEMOCAP",
+    "emotion_recognition",
+))
+FULL = os.path.join(RECIPE, "hparams", "am_resnet_w2v2.yaml")
+
+# Runs one fold (or cv) with run_fold / run_cv; records the ids of every
+# training batch per rank, and can crash in an epoch (a "kill").
+WORKER = textwrap.dedent('''
+    import json, os, sys
+    import speechbrain as sb
+    from amser_sb import cv
+    from amser_sb.brain import AMSERBrain
+
+    mode, out, hparams_file, *args = sys.argv[1:]
+    rank = int(os.environ.get("RANK", 0))
+    crash_epoch = int(os.environ.get("CRASH_EPOCH", 0))
+    real_fit_batch = AMSERBrain.fit_batch
+    seen = []
+
+    def recording_fit_batch(self, batch):
+        epoch = self.hparams.epoch_counter.current
+        if epoch == crash_epoch:
+            raise SystemExit(3)  # killed
+        items = [f"{u}@{s}" for u, s in zip(batch.utt_id,
+                                            batch.seg_start.tolist())]
+        seen.append([epoch, items])
+        return real_fit_batch(self, batch)
+
+    AMSERBrain.fit_batch = recording_fit_batch
+    real_init = AMSERBrain.init_optimizers
+
+    def recording_init(self):
+        real_init(self)
+        groups = [{"name": g.get("name"), "lr": g["lr"],
+                   "n_params": len(g["params"])}
+                  for g in self.optimizer.param_groups]
+        with open(os.path.join(out, f"groups_rank{rank}.json"), "w") as f:
+            json.dump({"groups": groups,
+                       "find_unused": bool(self.find_unused_parameters)}, f)
+
+    AMSERBrain.init_optimizers = recording_init
+    try:
+        if mode == "fold":
+            overrides = "\\n".join(
+                a[2:].replace("=", ": ", 1) for a in args)
+            cv.run_fold(hparams_file,
+                        {"device": "cpu", "noprogressbar": True}, overrides)
+        else:
+            cv.run_cv([hparams_file, "--device=cpu", "--noprogressbar",
+                       *args])
+    finally:
+        with open(os.path.join(out, f"seen_rank{rank}.json"), "w") as f:
+            json.dump(seen, f)
+''')
+
+
+def _no_dropout_w2v2(folder):
+    """The tiny random wav2vec2 without dropout: two processes draw other
+    dropout masks than one, so parameters could not be compared."""
+    from amser_sb.lobes.wav2vec2 import build_random_wav2vec2
+
+    path = build_random_wav2vec2(folder, "tiny", feat_extract_norm="group")
+    config_file = os.path.join(path, "config.json")
+    with open(config_file) as handle:
+        config = json.load(handle)
+    for key in list(config):
+        if key.endswith("dropout") or key == "layerdrop":
+            config[key] = 0.0
+    config["mask_time_prob"] = 0.0
+    with open(config_file, "w") as handle:
+        json.dump(config, handle)
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Corpus, no-dropout wav2vec2 and the worker script."""
+    from amser_sb.data.synthetic import make_iemocap_corpus
+
+    root = tmp_path_factory.mktemp("ddp")
+    corpus = root / "IEMOCAP_full_release"
+    make_iemocap_corpus(corpus, utts_per_speaker=8, sessions=(1, 2),
+                        min_dur=1.0, max_dur=2.0)
+    w2v = _no_dropout_w2v2(root / "w2v")
+    worker = root / "worker.py"
+    worker.write_text(WORKER)
+    return {"corpus": str(corpus), "w2v": w2v, "worker": str(worker),
+            "root": root}
+
+
+def _args(setup, out, batch_size, **extra):
+    """``--key=value`` overrides of a tiny run (see test_recipe.py)."""
+    values = {
+        "data_folder": setup["corpus"],
+        "ssl_hub": setup["w2v"],
+        "output_root": str(out),
+        "feature_cache_folder": str(out / "cache"),
+        "pretrained_folder": str(out / "pretrained"),
+        "prepare_sessions": "[1, 2]",
+        "prepare_num_workers": 1,
+        "number_of_epochs": 2,
+        "batch_size": batch_size,
+        "num_workers": 0,
+        "segment_seconds": 1.0,
+        "train_segments": "all",
+        "am_resnet_channels": 8,
+        "fusion_dim": 16,
+        "fusion_heads": 2,
+        "fusion_ffn_dim": 32,
+        "ckpt_interval_minutes": 0,
+    }
+    values.update(extra)
+    return [f"--{key}={value}" for key, value in values.items()]
+
+
+def _launch(setup, out, mode, args, nproc, env_extra=None, check=True):
+    """Runs the worker on ``nproc`` processes (torchrun) or one (python)."""
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
+               **(env_extra or {}))
+    cmd = [setup["worker"], mode, str(out), FULL, *args]
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={nproc}", *cmd]
+    else:
+        cmd = [sys.executable, *cmd]
+    proc = subprocess.run(cmd, cwd=RECIPE, env=env, capture_output=True,
+                          text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc
+
+
+def _last_checkpoint(fold):
+    """State dicts of the epoch-2 checkpoint of a fold folder."""
+    import speechbrain as sb
+
+    ckpt = sb.utils.checkpoints.Checkpointer(str(fold / "save"))\
+        .find_checkpoint(max_key="epoch")
+    assert ckpt.meta["epoch"] == 2
+    return {
+        name: torch.load(os.path.join(ckpt.path, f"{name}.ckpt"),
+                         map_location="cpu")
+        for name in ("embedding_model", "classifier")
+    }
+
+
+def _seen(out, rank):
+    with open(out / f"seen_rank{rank}.json") as handle:
+        return json.load(handle)
+
+
+def _groups(out, rank):
+    with open(out / f"groups_rank{rank}.json") as handle:
+        return json.load(handle)
+
+
+def _train_lines(fold):
+    text = (fold / "train_log.txt").read_text().splitlines()
+    return [line.split(",")[0] for line in text if line.startswith("epoch")]
+
+
+@pytest.mark.parametrize("n_items,batch,world", [
+    (10, 2, 2), (9, 2, 2), (8, 4, 2), (13, 3, 4), (7, 2, 3), (5, 1, 5),
+    (32, 4, 2), (3, 8, 2),
+])
+def test_sharded_batches_cover_every_item_once(n_items, batch, world):
+    shards = [list(ShardedBatchSampler(range(n_items), batch, r, world))
+              for r in range(world)]
+    assert len({len(s) for s in shards}) == 1  # same number of steps
+    flat = [i for s in shards for b in s for i in b]
+    assert sorted(flat) == list(range(n_items))
+    assert all(len(b) >= 1 for s in shards for b in s)
+    if n_items % (batch * world) == 0 or n_items % (batch * world) >= world:
+        # the steps are the one-process batches of batch * world
+        one = [list(range(n_items))[k:k + batch * world]
+               for k in range(0, n_items, batch * world)]
+        steps = [sorted(i for s in shards for i in s[k])
+                 for k in range(len(shards[0]))]
+        assert steps == one
+
+
+def test_sharded_batches_too_few_items():
+    with pytest.raises(ValueError, match="at least one item"):
+        list(ShardedBatchSampler(range(1), 2, 0, 2))
+    with pytest.raises(ValueError, match="batch_size >= 2"):
+        list(ShardedBatchSampler(range(3), 1, 0, 2))
+
+
+def test_two_processes_equal_one_process(setup):
+    """Fine-tuned encoder alone (no BatchNorm): 2 x batch 4 == 1 x batch 8."""
+    root = setup["root"]
+    extra = {"mode": "ssl", "freeze_ssl": False, "lr_ssl": 0.0005}
+    one, two = root / "one", root / "two"
+    _launch(setup, one, "fold", _args(setup, one, 8, **extra), nproc=1)
+    _launch(setup, two, "fold", _args(setup, two, 4, **extra), nproc=2)
+
+    # the same parameters after two epochs (4 + 4 steps)
+    fold = ("speaker", "fold_1")
+    ref = _last_checkpoint(one.joinpath(*fold))
+    got = _last_checkpoint(two.joinpath(*fold))
+    for module in ref:
+        assert ref[module].keys() == got[module].keys()
+        for key, value in ref[module].items():
+            if value.is_floating_point():
+                assert torch.allclose(value, got[module][key], atol=1e-5), \
+                    (module, key)
+
+    # the optimiser's groups: as one process (lr and lr_ssl)
+    single = _groups(one, 0)
+    for rank in (0, 1):
+        groups = _groups(two, rank)
+        assert groups["groups"] == single["groups"]
+        assert groups["find_unused"] is True
+    assert [g["name"] for g in single["groups"]] == ["model", "ssl"]
+    assert single["groups"][1]["lr"] == 0.0005
+
+    # every training item once per epoch, and the 1-process batches
+    ranks = [_seen(two, 0), _seen(two, 1)]
+    ref_seen = _seen(one, 0)
+    assert len(ranks[0]) == len(ranks[1]) == len(ref_seen)
+    for epoch in (1, 2):
+        ref_batches = [ids for e, ids in ref_seen if e == epoch]
+        shards = [[ids for e, ids in r if e == epoch] for r in ranks]
+        union = [sorted(a + b) for a, b in zip(*shards)]
+        assert union == [sorted(ids) for ids in ref_batches]
+        flat = [i for s in shards for ids in s for i in ids]
+        assert len(flat) == len(set(flat))  # no item twice
+
+    # files once: one line per epoch, one test line, one experiment log
+    fold_two = two.joinpath(*fold)
+    lines = _train_lines(fold_two)
+    assert lines[:2] == ["epoch: 1", "epoch: 2"] and len(lines) == 3
+    assert lines[2].startswith("epoch loaded")
+    log = (fold_two / "log.txt").read_text()
+    assert log.count("Beginning experiment!") == 1
+    assert log.count("Going into epoch 2") == 1
+    # validation/test metrics are those of the one-process run
+    ref_test = json.loads(
+        (one.joinpath(*fold) / "test_metrics.json").read_text())
+    test = json.loads((fold_two / "test_metrics.json").read_text())
+    for key in ("WA", "UA", "macro_F1", "n_utterances"):
+        assert test[key] == pytest.approx(ref_test[key], abs=1e-6)
+
+
+def test_cv_on_two_processes_resumes_after_a_kill(setup):
+    """amser-sb cv under torchrun: killed in epoch 2, run again."""
+    out = setup["root"] / "cv"
+    args = ["--protocol", "session", "--folds", "1",
+            *_args(setup, out, 4, freeze_am_resnet=False)]
+    killed = _launch(setup, out, "cv", args, nproc=2,
+                     env_extra={"CRASH_EPOCH": "2"}, check=False)
+    assert killed.returncode != 0
+    fold = out / "session" / "fold_1"
+    assert _train_lines(fold) == ["epoch: 1"]
+    assert not (fold / "test_metrics.json").exists()
+
+    _launch(setup, out, "cv", args, nproc=2)
+    # resumed: epoch 1 not redone, epoch 2 once, then the test
+    lines = _train_lines(fold)
+    assert lines[:2] == ["epoch: 1", "epoch: 2"] and len(lines) == 3
+    assert lines[2].startswith("epoch loaded")
+    assert all(e == 2 for e, _ in _seen(out, 0))
+    checkpoints = [d for d in os.listdir(fold / "save")
+                   if d.startswith("CKPT")]
+    assert 1 <= len(checkpoints) <= 2  # best UA and latest, one set
+    results = out / "session"
+    assert sorted(p for p in os.listdir(results) if p.startswith("results")) \
+        == ["results.json", "results.md"]
+    table = json.loads((results / "results.json").read_text())
+    assert [f["fold"] for f in table["folds"]] == [1]

@@ -77,7 +77,9 @@ def find_best_checkpoint(save_folder, key="UA"):
     FileNotFoundError
         When the folder holds no checkpoint with ``key``.
     """
-    checkpointer = sb.utils.checkpoints.Checkpointer(save_folder)
+    from amser_sb.checkpoints import SafeCheckpointer
+
+    checkpointer = SafeCheckpointer(save_folder)  # skips damaged ones
     best = checkpointer.find_checkpoint(max_key=key)
     if best is None:
         raise FileNotFoundError(

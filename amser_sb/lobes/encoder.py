@@ -42,6 +42,8 @@ import os
 import torch
 import torch.nn.functional as F
 
+from amser_sb.silence import lengths_to_samples
+
 #: model_type -> SpeechEncoder subclass (filled by ``__init_subclass__``).
 ENCODERS = {}
 
@@ -137,6 +139,34 @@ class SpeechEncoder(torch.nn.Module):
         raise NotImplementedError
 
     # ------------------------------------------------------- shared parts ---
+    def sample_counts(self, wavs, wav_lens=None):
+        """Absolute lengths of a batch, each at least ``min_samples``.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, time]``.
+        wav_lens : torch.Tensor, optional
+            Relative lengths ``[batch]``; None means all full length.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch]`` (long) sample counts.
+        """
+        batch, time = wavs.shape
+        if wav_lens is None:
+            wav_lens = torch.ones(batch, device=wavs.device)
+        n = lengths_to_samples(wav_lens, time)
+        if int(n.min()) < self.min_samples:
+            raise ValueError(
+                f"a waveform has {int(n.min())} samples, fewer than one "
+                f"output frame of {type(self).__name__} ({self.min_samples} "
+                "samples): drop or zero-pad such segments in the data "
+                "pipeline"
+            )
+        return n
+
     def encoder_parameters(self):
         """Trainable parameters of the pretrained network (``lr_ssl``).
 

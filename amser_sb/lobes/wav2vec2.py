@@ -455,17 +455,10 @@ class Wav2Vec2Encoder(SpeechEncoder):
         lens : torch.Tensor
             Relative lengths in frames ``[batch]``.
         """
-        batch, time = wavs.shape
+        batch = wavs.shape[0]
         if wav_lens is None:
             wav_lens = torch.ones(batch, device=wavs.device)
-        n = lengths_to_samples(wav_lens, time)
-        if int(n.min()) < self.min_samples:
-            raise ValueError(
-                f"a waveform has {int(n.min())} samples, fewer than the "
-                f"backbone's receptive field of {self.min_samples} samples "
-                "(one output frame): drop or zero-pad such segments in the "
-                "data pipeline"
-            )
+        n = self.sample_counts(wavs, wav_lens)
         if self.normalize:
             wavs = normalize_waveforms(wavs, wav_lens)
         frames = self.frame_counts(n)

@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from speechbrain.dataio.dataio import length_to_mask
 
 from amser_sb.lobes.encoder import SpeechEncoder, hf_config_dict
-from amser_sb.silence import lengths_to_samples
 
 #: Whisper's training window, in seconds.
 WHISPER_WINDOW_SECONDS = 30.0
@@ -383,15 +382,7 @@ class WhisperEncoder(SpeechEncoder):
             Relative lengths in frames ``[batch]``.
         """
         batch, time = wavs.shape
-        if wav_lens is None:
-            wav_lens = torch.ones(batch, device=wavs.device)
-        n = lengths_to_samples(wav_lens, time)
-        if int(n.min()) < self.min_samples:
-            raise ValueError(
-                f"a waveform has {int(n.min())} samples, fewer than one "
-                f"Whisper frame ({self.min_samples} samples): drop or "
-                "zero-pad such segments in the data pipeline"
-            )
+        n = self.sample_counts(wavs, wav_lens)
         valid = length_to_mask(n, time, device=wavs.device)
         wavs = wavs * valid.to(wavs.dtype)
         n_windows = max(1, -(-time // self.window))

@@ -47,6 +47,7 @@ from amser_sb.pipeline import (
     dataio_prep,
     loader_options,
 )
+from amser_sb.run_lock import exclusive_output_folder
 
 logger = logging.getLogger(__name__)
 
@@ -297,6 +298,7 @@ def run_fold(hparams_file, run_opts=None, overrides=None):
     return train_fold(hparams, hparams_file, run_opts, overrides)
 
 
+@exclusive_output_folder  # a second live run on the folder is refused
 def train_fold(hparams, hparams_file, run_opts=None, overrides=None):
     """Trains and tests one fold from loaded hparams: the recipe's steps.
 

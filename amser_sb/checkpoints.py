@@ -108,6 +108,9 @@ class SafeCheckpointer(Checkpointer):
     ---------
     *args, **kwargs
         As ``speechbrain.utils.checkpoints.Checkpointer``.
+    optional_recoverables : dict, optional
+        Recoverables a checkpoint may lack (loaded when present), e.g. the
+        ``amser_sb.rng_state.RNGState`` that older checkpoints do not have.
 
     Example
     -------
@@ -123,8 +126,10 @@ class SafeCheckpointer(Checkpointer):
     1
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, optional_recoverables=None, **kwargs):
         super().__init__(*args, **kwargs)
+        for name, obj in (optional_recoverables or {}).items():
+            self.add_recoverable(name, obj, optional_load=True)
         # path -> (size, mtime_ns, reason): each file is verified once.
         self._verified = {}
         self._reported = set()

@@ -115,3 +115,21 @@ def test_recipe_hparams_use_the_safe_checkpointer():
         text = open(path).read()
         if "checkpointer:" in text:
             assert "!new:amser_sb.checkpoints.SafeCheckpointer" in text, path
+
+
+def test_checkpoint_without_rng_state_still_loads(tmp_path):
+    """Checkpoints written before the generator states were saved."""
+    from amser_sb.rng_state import RNGState
+
+    _save_two(tmp_path)
+    model = torch.nn.Linear(3, 2)
+    ckpter = SafeCheckpointer(
+        tmp_path, recoverables={"embedding_model": model,
+                                "counter": EpochCounter(10)},
+        optional_recoverables={"rng_state": RNGState()},
+    )
+    with pytest.warns(UserWarning, match="rng_state"):
+        assert ckpter.recover_if_possible().meta["epoch"] == 2
+    saved = ckpter.save_checkpoint(meta={"epoch": 3})
+    state = torch.load(saved.paramfiles["rng_state"], weights_only=True)
+    assert set(state) == {"python", "numpy", "torch", "cuda"}

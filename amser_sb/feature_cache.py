@@ -216,6 +216,8 @@ class FeatureCache:
         self.misses = 0
         self._content_digests = {}
         self._folder = None
+        self.rejected = 0  # loaded entries that did not fit their key
+        self._expectations = None
 
     @property
     def folder(self):
@@ -277,8 +279,23 @@ class FeatureCache:
         """File holding the entry of ``key``."""
         return os.path.join(self.folder, key[:2], key + ".pt")
 
+    def _entry_check(self):
+        """The shape and dtype expectations of this cache's entries."""
+        if self._expectations is None:
+            from amser_sb.cache_entries import EntryExpectations
+
+            self._expectations = EntryExpectations(
+                self.backbone, self.dtype, folder=self.folder
+            )
+        return self._expectations
+
     def load(self, path, start, stop, extra=None):
         """The stored features of a segment, or None.
+
+        An entry whose dtype, frame count (for ``stop - start`` samples) or
+        feature shape does not fit its key (see
+        :class:`amser_sb.cache_entries.EntryExpectations`) is not used: it
+        is logged, counted in ``rejected`` and recomputed.
 
         Arguments
         ---------
@@ -298,11 +315,21 @@ class FeatureCache:
         if not os.path.isfile(entry):
             return None
         try:
-            return torch.load(entry, map_location="cpu").float()
+            feats = torch.load(entry, map_location="cpu", weights_only=True)
         except Exception as err:  # a truncated or foreign file: recompute
             logger.warning("unreadable cache entry %s (%s); recomputing",
                            entry, err)
             return None
+        problem = self._entry_check().problem(feats, int(stop) - int(start))
+        if problem is not None:
+            self.rejected += 1
+            logger.warning(
+                "cache entry %s does not fit %s [%d:%d]: %s; recomputing "
+                "(%d wrong entries so far)", entry, path, start, stop,
+                problem, self.rejected,
+            )
+            return None
+        return feats.float()
 
     def store(self, path, start, stop, feats, extra=None):
         """Stores a segment's features (atomically).
@@ -319,6 +346,7 @@ class FeatureCache:
             Extra key (see :meth:`audio_key`).
         """
         entry = self._entry(self.audio_key(path, start, stop, extra))
+        self._entry_check().learn(feats, int(stop) - int(start))
         os.makedirs(os.path.dirname(entry), exist_ok=True)
         # A unique temporary file renamed over the entry: processes that
         # fill the cache at once (DDP ranks, several runs) never read a

@@ -196,3 +196,36 @@ def test_frozen_am_resnet_is_cached_with_its_mask(tmp_path):
     assert cache.misses == 3
     cache.features([sig], [path], [0], [16000], masks=[mask])
     assert cache.hits == 1
+
+
+def test_entry_of_another_segment_is_recomputed(backbone, tmp_path, caplog):
+    """An entry file holding another segment's features (a shorter one),
+    a different dtype or feature size is not used, in a fresh process's
+    cache too (nothing computed there yet)."""
+    path, sig = _wav(tmp_path / "a.wav", 1.0)
+    cache = FeatureCache(tmp_path / "cache", backbone, dtype="float32")
+    cache.features([sig, sig[:8000]], [path, path], [0, 0], [16000, 8000])
+    whole = cache._entry(cache.audio_key(path, 0, 16000))
+    half = cache._entry(cache.audio_key(path, 0, 8000))
+    good = torch.load(whole, weights_only=True)
+    os.replace(half, whole)  # the 0.5 s entry under the 1 s key
+    fresh = FeatureCache(tmp_path / "cache", backbone, dtype="float32")
+    with caplog.at_level(logging.WARNING):
+        feats, _ = fresh.features([sig], [path], [0], [16000])
+    assert fresh.misses == 1 and fresh.rejected == 1
+    assert torch.equal(feats[0], good)
+    assert "expected %d for 16000 samples" % good.shape[0] in caplog.text
+    assert "1 wrong entries so far" in caplog.text
+
+    torch.save(good.half(), whole)  # another storage type
+    half_frames = int(backbone.frame_counts(torch.tensor([8000]))[0])
+    torch.save(torch.zeros(half_frames, good.shape[1] - 1), half)  # feat dim
+    again = FeatureCache(tmp_path / "cache", backbone, dtype="float32")
+    again.features([sig, sig[:8000]], [path, path], [0, 0], [16000, 8000])
+    assert again.rejected == 2 and again.misses == 2
+    assert "dtype torch.float16, expected torch.float32" in caplog.text
+    assert "expected (frames, %d)" % good.shape[1] in caplog.text
+    # what was recomputed is used from then on
+    last = FeatureCache(tmp_path / "cache", backbone, dtype="float32")
+    last.features([sig, sig[:8000]], [path, path], [0, 0], [16000, 8000])
+    assert last.hits == 2 and last.rejected == 0

@@ -641,6 +641,26 @@ class AMSERBrain(sb.Brain):
                 group["lr"] = group["lr"] * new_lr / old_lr
         return old_lr
 
+    def _save_and_keep_best(self, meta):
+        """``save_and_keep_only(max_keys=["UA"])``: keeps the best valid UA
+        and the latest checkpoint.
+
+        Under DDP the processes save together, but only the main process
+        lists and deletes old checkpoints: SpeechBrain deletes in step on
+        every process (a collective call per deletion), which deadlocks
+        when the processes' listings differ.
+        """
+        if not self.distributed_launch:
+            self.checkpointer.save_and_keep_only(meta=meta, max_keys=["UA"])
+            return
+        self.checkpointer.save_checkpoint(meta=meta)
+        if sb.utils.distributed.if_main_process():
+            with sb.utils.distributed.MainProcessContext():
+                self.checkpointer.delete_checkpoints(
+                    num_to_keep=1, max_keys=["UA"]
+                )
+        sb.utils.distributed.ddp_barrier()
+
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Gets called at the end of each stage: logs, anneals the learning
         rate, checkpoints (keeping the best valid UA) and writes metrics.
@@ -695,9 +715,8 @@ class AMSERBrain(sb.Brain):
                     os.path.join(metrics_folder, f"valid_epoch{epoch}"),
                     title=f"valid, epoch {epoch}",
                 )
-            self.checkpointer.save_and_keep_only(
-                meta={"UA": stats["UA"], "WA": stats["WA"], "epoch": epoch},
-                max_keys=["UA"],
+            self._save_and_keep_best(
+                {"UA": stats["UA"], "WA": stats["WA"], "epoch": epoch}
             )
 
         if stage == sb.Stage.TEST:

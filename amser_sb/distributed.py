@@ -3,7 +3,7 @@
 SpeechBrain trains on several GPUs (or CPU processes) with PyTorch's
 ``DistributedDataParallel`` when a script is started by ``torchrun``::
 
-    torchrun --standalone --nproc_per_node=4 train.py hparams/am_resnet_w2v2.yaml ...
+    torchrun --standalone --nproc_per_node=4 train.py hparams/... ...
 
 What this module adds to SpeechBrain 1.1.2's support:
 
@@ -166,9 +166,9 @@ def init_distributed(run_opts):
             )
             run_opts = _set_option(run_opts, "device", wanted)
     elif backend == "nccl":
+        given = getattr(run_opts, "overridden_args", ())
         explicit = run_opts.get("distributed_backend") is not None and (
-            isinstance(run_opts, dict)
-            or "distributed_backend" in getattr(run_opts, "overridden_args", ())
+            isinstance(run_opts, dict) or "distributed_backend" in given
         )
         if explicit:
             raise ValueError(

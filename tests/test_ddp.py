@@ -147,7 +147,7 @@ def _launch(setup, out, mode, args, nproc, env_extra=None, check=True):
     else:
         cmd = [sys.executable, *cmd]
     proc = subprocess.run(cmd, cwd=RECIPE, env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=int(os.environ.get("DDP_TEST_TIMEOUT", 300)))
     if check:
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return proc
@@ -273,6 +273,8 @@ def test_cv_on_two_processes_resumes_after_a_kill(setup):
     killed = _launch(setup, out, "cv", args, nproc=2,
                      env_extra={"CRASH_EPOCH": "2"}, check=False)
     assert killed.returncode != 0
+    log = killed.stdout + killed.stderr
+    assert "SystemExit" in log or "exitcode  : 3" in log, log[-4000:]
     fold = out / "session" / "fold_1"
     assert _train_lines(fold) == ["epoch: 1"]
     assert not (fold / "test_metrics.json").exists()

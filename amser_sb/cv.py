@@ -40,6 +40,7 @@ from amser_sb.brain import AMSERBrain
 from amser_sb.data.iemocap import prepare_iemocap
 from amser_sb.distributed import init_distributed
 from amser_sb.metrics import _json_safe
+from amser_sb.override_types import check_override_types
 from amser_sb.overrides import OverrideError, rename_deprecated
 from amser_sb.pipeline import (
     AudioError,
@@ -147,6 +148,9 @@ def load_hparams(hparams_file, overrides=None, check_data=True):
         overrides = rename_deprecated(overrides)
     except OverrideError as err:
         raise RecipeError(str(err)) from err
+    wrong_types = check_override_types(hparams_file, overrides)
+    if wrong_types:
+        raise RecipeError("; ".join(wrong_types))
     try:
         with open(hparams_file) as handle:
             hparams = load_hyperpyyaml(handle, overrides)

@@ -23,6 +23,7 @@ Authors
  * amser-sb contributors
 """
 
+import contextlib
 import logging
 import os
 import pathlib
@@ -127,7 +128,19 @@ class SafeCheckpointer(Checkpointer):
     """
 
     def __init__(self, *args, optional_recoverables=None, **kwargs):
+        folder = pathlib.Path(
+            kwargs["checkpoints_dir"] if "checkpoints_dir" in kwargs else args[0]
+        )
+        missing = []  # folders SpeechBrain's __init__ creates, outermost last
+        while not folder.exists() and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
         super().__init__(*args, **kwargs)
+        # Created when the first checkpoint is saved: merely loading the
+        # hparams (e.g. of a run refused for a bad --fold) leaves nothing.
+        for created in missing:
+            with contextlib.suppress(OSError):
+                created.rmdir()
         for name, obj in (optional_recoverables or {}).items():
             self.add_recoverable(name, obj, optional_load=True)
         # path -> (size, mtime_ns, reason): each file is verified once.
@@ -266,6 +279,8 @@ class SafeCheckpointer(Checkpointer):
         list of speechbrain.utils.checkpoints.Checkpoint
         """
         intact = []
+        if not self.checkpoints_dir.is_dir():
+            return []
         for ckpt in super().list_checkpoints():
             reason = self.checkpoint_problem(ckpt)
             if reason is None:

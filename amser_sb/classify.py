@@ -41,6 +41,7 @@ MODEL_FILES = (
     "embedding_model.ckpt",
     "classifier.ckpt",
     "label_encoder.txt",
+    "label_encoder.ckpt",  # what EncoderClassifier's pretrainer loads
 )
 
 
@@ -149,6 +150,11 @@ def audio_info(path):
     -------
     soundfile._SoundFileInfo
     """
+    if os.path.isdir(path):
+        raise AudioInputError(
+            f"{path} is a directory, not an audio file; pass the files "
+            f"(e.g. {os.path.join(path, '*.wav')})"
+        )
     if not os.path.isfile(path):
         raise AudioInputError(f"audio file {path} does not exist")
     try:

@@ -17,10 +17,16 @@ import sys
 def _prepare(args, rest):
     custom = getattr(args, "label_regex", None)
     if args.preset == "iemocap" or (args.preset is None and not custom):
-        from amser_sb.data.iemocap import prepare_iemocap
+        from amser_sb.data.iemocap import PROTOCOLS, prepare_iemocap
+        from amser_sb.errors import AmserUserError
 
         if not args.data_folder or not args.save_folder:
             raise SystemExit("prepare: --data_folder and --save_folder needed")
+        if args.protocol not in (None, *PROTOCOLS):
+            raise AmserUserError(
+                f"prepare: unknown --protocol {args.protocol!r}; choose one "
+                f"of {', '.join(PROTOCOLS)}"
+            )
         prepare_iemocap(
             args.data_folder,
             args.save_folder,
@@ -155,6 +161,9 @@ def build_parser():
         prog="amser-sb",
         description="AM-ResNet + wav2vec2 fusion speech emotion recognition",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of user errors too "
+                        "(first argument; also AMSER_SB_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="write CSV manifests and folds")
@@ -261,12 +270,18 @@ def main(argv=None):
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = bool(argv) and argv[0] == "--debug"
+    argv = argv[1:] if debug else argv
     parser = build_parser()
     if argv and argv[0] == "cv":
         args, rest = parser.parse_args(argv[:1]), argv[1:]
     else:
         args, rest = parser.parse_args(argv), []
-    return args.func(args, rest)
+    from amser_sb.user_errors import debug_requested, report_user_errors
+
+    # A user error: one line naming the file and the fix, exit status 2.
+    with report_user_errors(debug=debug or debug_requested()):
+        return args.func(args, rest)
 
 
 if __name__ == "__main__":

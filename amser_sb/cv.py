@@ -39,6 +39,7 @@ from hyperpyyaml import load_hyperpyyaml, resolve_references
 from amser_sb.brain import AMSERBrain
 from amser_sb.data.iemocap import prepare_iemocap
 from amser_sb.distributed import init_distributed
+from amser_sb.fold_check import fold_problem
 from amser_sb.metrics import _json_safe
 from amser_sb.override_types import check_override_types
 from amser_sb.overrides import OverrideError, rename_deprecated
@@ -181,6 +182,9 @@ def load_hparams(hparams_file, overrides=None, check_data=True):
             raise
         hub = _hparam_text(hparams_file, overrides, "ssl_hub")
         raise RecipeError(_hub_message(hub, err)) from err
+    problem = fold_problem(hparams)
+    if problem is not None:
+        raise RecipeError(problem)
     if check_data and not hparams.get("skip_prep", False):
         folder = hparams["data_folder"]
         if not os.path.isdir(folder):

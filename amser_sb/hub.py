@@ -16,6 +16,7 @@ import os
 import tempfile
 
 from amser_sb.classify import MODEL_FILES as REQUIRED_FILES
+from amser_sb.errors import AmserUserError
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,10 @@ IGNORE_PATTERNS = ["*.pyc", "__pycache__/*", ".DS_Store", "._*", "*.lock"]
 
 class ModelFolderError(RuntimeError):
     """An exported model folder is incomplete or does not load."""
+
+
+class RepoIdError(AmserUserError, ValueError):
+    """A Hub repository id that is not ``user/repo``."""
 
 
 def list_model_files(model_dir):
@@ -144,7 +149,7 @@ def push_model(model_dir, repo_id, private=False, dry_run=False, token=None):
         ``{"repo_id", "files", "bytes", "uploaded", "url"}``.
     """
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise ValueError(
+        raise RepoIdError(
             f"repository id {repo_id!r} must look like 'user/repo'"
         )
     labels = validate_model_folder(model_dir, load=True)

@@ -58,9 +58,11 @@ def test_classify_needs_a_model(tmp_path, capsys):
     assert "--model" in capsys.readouterr().err
 
 
-def test_classify_missing_model_folder_is_clear(tmp_path):
+def test_classify_missing_model_folder_is_clear(tmp_path, capsys):
     sf.write(tmp_path / "x.wav", np.zeros(1600, "float32"), 16000)
-    with pytest.raises(FileNotFoundError, match="hyperparams.yaml"):
+    with pytest.raises(SystemExit) as info:
         main(["classify", str(tmp_path / "x.wav"), "--model",
               str(tmp_path)])
+    assert info.value.code == 2
+    assert "hyperparams.yaml" in capsys.readouterr().err
     assert os.path.isfile(tmp_path / "x.wav")

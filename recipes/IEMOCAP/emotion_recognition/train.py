@@ -29,9 +29,9 @@ import sys
 
 import speechbrain as sb
 
-from amser_sb.cv import RecipeError, load_hparams, train_fold
+from amser_sb.cv import load_hparams, train_fold
 from amser_sb.distributed import init_distributed
-from amser_sb.pipeline import AudioError, ManifestError
+from amser_sb.user_errors import debug_requested, user_error_message
 
 if __name__ == "__main__":
     # Command line: hparams file, SpeechBrain run options, --key=value.
@@ -53,5 +53,11 @@ if __name__ == "__main__":
         # interrupted run resumes from its latest checkpoint), test of the
         # checkpoint with the best validation UA (writes test_*).
         train_fold(hparams, hparams_file, run_opts, overrides)
-    except (RecipeError, ManifestError, AudioError) as err:
-        sys.exit(f"error: {err}")
+    except Exception as err:
+        # A user error: one line naming the file and the fix, status 2
+        # (AMSER_SB_DEBUG=1 shows its traceback); our bugs keep theirs.
+        message = user_error_message(err)
+        if message is None or debug_requested():
+            raise
+        print(message, file=sys.stderr)
+        sys.exit(2)

@@ -220,7 +220,8 @@ class AMSERBrain(sb.Brain):
         save = os.path.join(folder, "save")
         best = find_best_checkpoint(save if os.path.isdir(save) else folder)
         state = torch.load(
-            os.path.join(best.path, "embedding_model.ckpt"), map_location="cpu"
+            os.path.join(best.path, "embedding_model.ckpt"), map_location="cpu",
+            weights_only=True,
         )
         prefix = "am_resnet."
         weights = {

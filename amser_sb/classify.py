@@ -56,6 +56,7 @@ def load_classifier(
     device="cpu",
     quantize=False,
     bf16=False,
+    allow_any_yaml=False,
 ):
     """Load an exported model with SpeechBrain's plain ``EncoderClassifier``.
 
@@ -81,6 +82,9 @@ def load_classifier(
     bf16 : bool
         Run the backbone's convolutional feature encoder in bfloat16 (CPU
         only; fast on CPUs with AVX512-BF16 or AMX, slower elsewhere).
+    allow_any_yaml : bool
+        Load a local folder's ``hyperparams.yaml`` even if it names code
+        outside ``amser_sb.yaml_trust.ALLOWED_PREFIXES`` (it runs that code).
 
     Returns
     -------
@@ -103,6 +107,11 @@ def load_classifier(
                     f"model folder {source} has no {name}; re-export it with "
                     "'amser-sb export <experiment folder> <model_dir>'"
                 )
+        from amser_sb.yaml_trust import check_hyperparams
+
+        check_hyperparams(
+            os.path.join(source, "hyperparams.yaml"), allow_any_yaml
+        )
     elif os.path.sep in source and not source.count("/") == 1:
         raise FileNotFoundError(
             f"model folder {source} does not exist (and is no Hub id)"

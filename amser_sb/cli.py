@@ -57,7 +57,7 @@ def _push(args, rest):
 
     summary = push_model(
         args.model_dir, args.repo_id, private=args.private,
-        dry_run=args.dry_run,
+        dry_run=args.dry_run, allow_any_yaml=args.allow_any_yaml,
     )
     verb = "would upload" if args.dry_run else "uploaded"
     print(f"{args.model_dir}: valid model ({', '.join(summary['labels'])})")
@@ -84,7 +84,8 @@ def _classify(args, rest):
 
         torch.set_num_threads(args.threads)
     clf = load_classifier(
-        args.model, savedir=args.savedir, quantize=args.int8, bf16=args.bf16
+        args.model, savedir=args.savedir, quantize=args.int8, bf16=args.bf16,
+        allow_any_yaml=args.allow_any_yaml,
     )
     status = 0
     for path in args.files:
@@ -145,6 +146,12 @@ def _convert_ct2(args, rest):
     return 0
 
 
+_ALLOW_ANY_YAML_HELP = (
+    "load a hyperparams.yaml even if it names code outside amser_sb.lobes / "
+    "speechbrain / torch.nn (it runs that code: only for files you trust)"
+)
+
+
 def build_parser():
     """The ``amser-sb`` argument parser.
 
@@ -199,6 +206,8 @@ def build_parser():
     p.add_argument("--private", action="store_true")
     p.add_argument("--dry-run", action="store_true",
                    help="validate and list files, upload nothing")
+    p.add_argument("--allow_any_yaml", action="store_true",
+                   help=_ALLOW_ANY_YAML_HELP)
     p.set_defaults(func=_push)
 
     p = sub.add_parser("classify", help="emotion of audio files")
@@ -224,6 +233,8 @@ def build_parser():
                    "AVX512-BF16/AMX, slower without)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (0: torch's default)")
+    p.add_argument("--allow_any_yaml", action="store_true",
+                   help=_ALLOW_ANY_YAML_HELP)
     p.set_defaults(func=_classify)
 
     p = sub.add_parser("demo", help="train, evaluate, export and classify "

@@ -69,7 +69,7 @@ def list_model_files(model_dir):
     return sorted(files)
 
 
-def validate_model_folder(model_dir, load=True):
+def validate_model_folder(model_dir, load=True, allow_any_yaml=False):
     """Check that a model folder is complete and loads offline.
 
     Arguments
@@ -79,6 +79,9 @@ def validate_model_folder(model_dir, load=True):
     load : bool
         Also load it with ``EncoderClassifier.from_hparams`` (offline) and
         classify one second of noise.
+    allow_any_yaml : bool
+        Load even a ``hyperparams.yaml`` naming code outside the allowed
+        list (``amser_sb.yaml_trust``); it runs that code.
 
     Returns
     -------
@@ -110,10 +113,15 @@ def validate_model_folder(model_dir, load=True):
     import torch
 
     from amser_sb.classify import load_classifier
+    from amser_sb.yaml_trust import check_hyperparams
 
+    # before anything of the file runs (also for --dry-run)
+    check_hyperparams(os.path.join(model_dir, "hyperparams.yaml"),
+                      allow_any_yaml)
     with tempfile.TemporaryDirectory() as savedir:
         try:
-            clf = load_classifier(model_dir, savedir=savedir, offline=True)
+            clf = load_classifier(model_dir, savedir=savedir, offline=True,
+                                  allow_any_yaml=allow_any_yaml)
             out_prob, _, _, labels = clf.classify_batch(
                 0.1 * torch.randn(1, 16000)
             )
@@ -127,7 +135,8 @@ def validate_model_folder(model_dir, load=True):
         return list(clf.hparams.label_encoder.lab2ind)
 
 
-def push_model(model_dir, repo_id, private=False, dry_run=False, token=None):
+def push_model(model_dir, repo_id, private=False, dry_run=False, token=None,
+               allow_any_yaml=False):
     """Validate a model folder, then upload it to a Hub model repository.
 
     Arguments
@@ -142,6 +151,9 @@ def push_model(model_dir, repo_id, private=False, dry_run=False, token=None):
         Only validate and list what would be uploaded.
     token : str, optional
         Hub token; default: the usual ``HF_TOKEN`` / login.
+    allow_any_yaml : bool
+        Validate (load) even a ``hyperparams.yaml`` naming code outside
+        the allowed list of ``amser_sb.yaml_trust``.
 
     Returns
     -------
@@ -152,7 +164,8 @@ def push_model(model_dir, repo_id, private=False, dry_run=False, token=None):
         raise RepoIdError(
             f"repository id {repo_id!r} must look like 'user/repo'"
         )
-    labels = validate_model_folder(model_dir, load=True)
+    labels = validate_model_folder(model_dir, load=True,
+                                   allow_any_yaml=allow_any_yaml)
     files = list_model_files(model_dir)
     summary = {
         "repo_id": repo_id,

@@ -182,3 +182,32 @@ def test_train_py_user_errors(trained, tmp_path):
         assert "Traceback" not in proc.stderr
     finally:
         os.chmod(readonly, 0o700)
+
+
+def test_hyperparams_running_code_is_refused(trained, tmp_path, capsys):
+    """!apply:os.system in a model folder's hyperparams.yaml: refused by
+    push --dry-run and classify unless --allow_any_yaml."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(trained["model"], model)
+    marker = tmp_path / "ran"
+    with open(model / "hyperparams.yaml", "a") as handle:
+        handle.write(f"\npwned: !apply:os.system [touch {marker}]\n")
+    line = _one_line_error(capsys, ["push", str(model), "u/r", "--dry-run"],
+                           "!apply:os.system", "--allow_any_yaml",
+                           "hyperparams.yaml")
+    sf.write(tmp_path / "x.wav", np.zeros(16000, "float32"), 16000)
+    _one_line_error(capsys, ["classify", str(tmp_path / "x.wav"), "--model",
+                             str(model), "--savedir", str(tmp_path / "sd")],
+                    "!apply:os.system")
+    assert not marker.exists(), line
+    assert main(["push", str(model), "u/r", "--dry-run",
+                 "--allow_any_yaml"]) == 0
+    assert marker.exists()  # the explicit opt-in runs it
+
+
+def test_exported_model_passes_the_yaml_check(trained):
+    from amser_sb.yaml_trust import check_hyperparams
+
+    check_hyperparams(os.path.join(trained["model"], "hyperparams.yaml"))

@@ -255,8 +255,8 @@ calls = []
 real_validate = hub.validate_model_folder
 
 
-def validate_then_fake_upload(model_dir, load=True):
-    labels = real_validate(model_dir, load=load)
+def validate_then_fake_upload(model_dir, **kwargs):
+    labels = real_validate(model_dir, **kwargs)
     import huggingface_hub
     from huggingface_hub import constants
 

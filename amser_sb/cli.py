@@ -15,6 +15,16 @@ import sys
 
 
 def _prepare(args, rest):
+    # One preparation at a time writes into a save folder.
+    if not args.save_folder:
+        return _prepare_unlocked(args, rest)
+    from amser_sb.run_lock import locked_folder
+
+    with locked_folder(args.save_folder, "data preparation"):
+        return _prepare_unlocked(args, rest)
+
+
+def _prepare_unlocked(args, rest):
     custom = getattr(args, "label_regex", None)
     if args.preset == "iemocap" or (args.preset is None and not custom):
         from amser_sb.data.iemocap import PROTOCOLS, prepare_iemocap

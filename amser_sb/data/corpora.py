@@ -1701,9 +1701,10 @@ def _write_json(path, obj):
     """Write JSON atomically."""
     import json
 
-    with open(path + ".tmp", "w", encoding="utf-8") as fout:
+    from amser_sb.data.atomic_write import atomic_open
+
+    with atomic_open(path, "w", encoding="utf-8") as fout:
         json.dump(obj, fout, indent=1)
-    os.replace(path + ".tmp", path)
 
 
 def add_prepare_arguments(parser):

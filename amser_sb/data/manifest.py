@@ -34,6 +34,8 @@ import hashlib
 import json
 import os
 
+from amser_sb.data.atomic_write import atomic_open
+
 BASE_COLUMNS = ("ID", "duration", "wav", "spk_id", "session", "emo")
 TAIL_COLUMNS = ("ambiguous", "voiced")
 ALL_EXTRA_COLUMNS = ("code", "status")
@@ -90,9 +92,7 @@ def write_csv(path, rows, columns):
     [{'ID': 'a', 'duration': '1.5'}]
     """
     path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as fout:
+    with atomic_open(path, "w", newline="", encoding="utf-8") as fout:
         writer = csv.writer(fout, lineterminator="\n")
         writer.writerow(columns)
         for row in rows:
@@ -103,7 +103,6 @@ def write_csv(path, rows, columns):
                     f"row {row.get('ID', row)!r} has no column {err} "
                     f"needed by {path}"
                 ) from None
-    os.replace(tmp, path)
 
 
 def _cell(value):
@@ -279,9 +278,8 @@ def read_stamp(folder):
 def write_stamp(folder, stamp):
     """Store a stamp in ``folder`` (atomically; write it last)."""
     path = os.path.join(folder, STAMP_FILE)
-    with open(path + ".tmp", "w", encoding="utf-8") as fout:
+    with atomic_open(path, "w", encoding="utf-8") as fout:
         json.dump(stamp, fout, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
 
 
 def is_up_to_date(folder, stamp, outputs):

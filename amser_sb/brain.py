@@ -39,6 +39,7 @@ import time
 import speechbrain as sb
 import torch
 
+from amser_sb.data.atomic_write import atomic_open
 from amser_sb.distributed import (
     ShardedBatchSampler,
     share_weight,
@@ -333,10 +334,9 @@ class AMSERBrain(sb.Brain):
             return
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, "encoder.json")
-        with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        with atomic_open(path, encoding="utf-8") as handle:
             json.dump(encoder.export_options(), handle, indent=2,
                       sort_keys=True)
-        os.replace(path + ".tmp", path)
 
     def init_optimizers(self):
         """Builds one optimiser with up to two parameter groups.

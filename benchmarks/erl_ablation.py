@@ -35,7 +35,6 @@ import csv
 import json
 import math
 import os
-import statistics
 import sys
 import time
 
@@ -105,19 +104,19 @@ def pooled_scores(results_folder, folds):
                 hyps.append(row["predicted"])
     if not refs:
         return None
-    labels = sorted(set(refs))
-    recall, f1 = [], []
-    for lab in labels:
-        tp = sum(r == lab and h == lab for r, h in zip(refs, hyps))
-        n_ref = sum(r == lab for r in refs)
-        n_hyp = sum(h == lab for h in hyps)
-        recall.append(tp / n_ref)
-        prec = tp / n_hyp if n_hyp else 0.0
-        rec = tp / n_ref
-        f1.append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
-    wa = sum(r == h for r, h in zip(refs, hyps)) / len(refs)
-    return {"UA": statistics.fmean(recall), "WA": wa,
-            "macro_F1": statistics.fmean(f1), "n": len(refs)}
+    from amser_sb.metrics import (
+        confusion_matrix,
+        macro_f1,
+        unweighted_accuracy,
+        weighted_accuracy,
+    )
+
+    labels = sorted(set(refs) | set(hyps))
+    matrix = confusion_matrix([labels.index(h) for h in hyps],
+                              [labels.index(r) for r in refs], len(labels))
+    return {"UA": float(unweighted_accuracy(matrix)) / 100,
+            "WA": float(weighted_accuracy(matrix)) / 100,
+            "macro_F1": float(macro_f1(matrix)) / 100, "n": len(refs)}
 
 
 def _pm(entry):

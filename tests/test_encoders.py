@@ -269,7 +269,7 @@ def test_whisper_model_trains_exports_and_loads_offline(tmp_path):
 
 
 def test_deprecated_wav2vec2_names_still_work(tmp_path, caplog):
-    from amser_sb.cv import RecipeError, load_hparams
+    from amser_sb.hparams_loading import RecipeError, load_hparams
     from amser_sb.overrides import rename_deprecated
 
     folder = build_random_whisper(tmp_path / "w")

@@ -40,7 +40,7 @@ def make_rows(n_sessions=5, per_speaker=12, amb_every=5, seed=0):
                     "duration": 1.0,
                     "wav": f"/w/{s}{g}{i}.wav",
                     "spk_id": f"Ses{s:02d}{g}",
-                    "session": f"Ses{s:02d}",
+                    "group": f"Ses{s:02d}",
                     "emo": emo,
                     "soft_neu": soft[0], "soft_hap": soft[1],
                     "soft_sad": soft[2], "soft_ang": soft[3],
@@ -71,7 +71,7 @@ def test_partner_valid_folds_membership():
         assert ids(fold.valid) == ids(
             r for r in rows if r["spk_id"] == partner and not r["ambiguous"]
         )
-        assert ids(fold.train) == ids(r for r in rows if r["session"] != ses)
+        assert ids(fold.train) == ids(r for r in rows if r["group"] != ses)
         assert any(r["ambiguous"] for r in fold.train)
         check_fold(fold)
     # Every clear row is tested exactly once over the folds.
@@ -86,28 +86,28 @@ def test_partner_valid_folds_without_ambiguous():
 
 def test_partner_folds_reject_speaker_in_two_sessions():
     rows = make_rows(n_sessions=2)
-    rows[0] = dict(rows[0], session="Ses02")
-    with pytest.raises(ValueError, match="spans several session"):
+    rows[0] = dict(rows[0], group="Ses02")
+    with pytest.raises(ValueError, match="spans several group"):
         partner_valid_folds(rows)
 
 
 def test_leave_one_session_out_is_stratified_and_seeded():
     rows = make_rows(per_speaker=40)
-    folds = leave_one_group_out(rows, "session", valid_ratio=0.1, seed=7)
+    folds = leave_one_group_out(rows, "group", valid_ratio=0.1, seed=7)
     assert [f.test_groups for f in folds] == [
         [f"Ses{s:02d}"] for s in range(1, 6)
     ]
     for fold in folds:
         (ses,) = fold.test_groups
         rest_clear = [
-            r for r in rows if r["session"] != ses and not r["ambiguous"]
+            r for r in rows if r["group"] != ses and not r["ambiguous"]
         ]
         # Valid + train partition the other sessions (ambiguous in train).
         assert ids(fold.valid + fold.train) == ids(
-            r for r in rows if r["session"] != ses
+            r for r in rows if r["group"] != ses
         )
         assert ids(fold.test) == ids(
-            r for r in rows if r["session"] == ses and not r["ambiguous"]
+            r for r in rows if r["group"] == ses and not r["ambiguous"]
         )
         for c in CLASSES:
             n = sum(r["emo"] == c for r in rest_clear)
@@ -115,8 +115,8 @@ def test_leave_one_session_out_is_stratified_and_seeded():
                 0.1 * n + 0.5
             )
         check_fold(fold)
-    again = leave_one_group_out(rows, "session", valid_ratio=0.1, seed=7)
-    other = leave_one_group_out(rows, "session", valid_ratio=0.1, seed=8)
+    again = leave_one_group_out(rows, "group", valid_ratio=0.1, seed=7)
+    other = leave_one_group_out(rows, "group", valid_ratio=0.1, seed=8)
     assert [ids(f.valid) for f in folds] == [ids(f.valid) for f in again]
     assert [ids(f.valid) for f in folds] != [ids(f.valid) for f in other]
 
@@ -196,7 +196,7 @@ def test_property_random_tables_give_clean_folds():
         )
         for folds in (
             partner_valid_folds(rows),
-            leave_one_group_out(rows, "session", 0.1, seed),
+            leave_one_group_out(rows, "group", 0.1, seed),
             leave_one_group_out(rows, "spk_id", 0.1, seed),
         ):
             tested = sorted(i for f in folds for i in ids(f.test))

@@ -11,10 +11,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from amser_sb.data.iemocap import (
+from amser_sb.data.iemocap import prepare_iemocap
+from amser_sb.data.iemocap_annotations import (
     AnnotationError,
     parse_emo_evaluation,
-    prepare_iemocap,
 )
 from amser_sb.data.manifest import read_csv, read_stamp
 from amser_sb.data.synthetic import make_iemocap_corpus
@@ -164,7 +164,7 @@ def test_all_csv_exact_contents(corpus, prepared):
     truth = corpus["utterances"]
     assert sorted(r["ID"] for r in rows) == sorted(truth)  # nothing lost
     assert list(rows[0]) == [
-        "ID", "duration", "wav", "spk_id", "session", "emo", *SOFT,
+        "ID", "duration", "wav", "spk_id", "group", "emo", *SOFT,
         "ambiguous", "voiced", "code", "status",
     ]
     for row in rows:
@@ -176,7 +176,7 @@ def test_all_csv_exact_contents(corpus, prepared):
         assert int(row["ambiguous"]) == amb
         assert row["code"] == u["code"]
         assert row["spk_id"] == u["spk_id"]
-        assert row["session"] == f"Ses{u['session']:02d}"
+        assert row["group"] == f"Ses{u['session']:02d}"
         assert row["wav"] == u["wav"] and os.path.isabs(row["wav"])
         assert float(row["duration"]) == u["num_samples"] / 16000
         assert (row["voiced"] != "") == (status == "used")
@@ -189,7 +189,7 @@ def test_skipped_csv_lists_every_unused_utterance(corpus, prepared):
     all_rows = by_id(read_csv(out["all"]))
     skipped = read_csv(out["skipped"])
     assert list(skipped[0]) == [
-        "ID", "wav", "spk_id", "session", "code", "reason", "detail"]
+        "ID", "wav", "spk_id", "group", "code", "reason", "detail"]
     assert sorted(r["ID"] for r in skipped) == sorted(
         i for i, r in all_rows.items() if r["status"] != "used")
     reasons = {r["reason"] for r in skipped}
@@ -323,9 +323,9 @@ def test_speaker_protocol_folds(corpus, prepared):
         partner = spk[:-1] + ("M" if spk[-1] == "F" else "F")
         assert {r["spk_id"] for r in split["test"]} == {spk}
         assert {r["spk_id"] for r in split["valid"]} == {partner}
-        assert spk[:5] not in {r["session"] for r in split["train"]}
+        assert spk[:5] not in {r["group"] for r in split["train"]}
         assert sorted(r["ID"] for r in split["train"]) == sorted(
-            r["ID"] for r in used if r["session"] != spk[:5])
+            r["ID"] for r in used if r["group"] != spk[:5])
         assert any(r["ambiguous"] == "1" for r in split["train"])
         for s in ("valid", "test"):
             assert all(r["ambiguous"] == "0" and r["emo"] for r in split[s])
@@ -342,14 +342,14 @@ def test_session_protocol_folds(corpus, tmp_path):
     for k, paths in enumerate(out["folds"], start=1):
         ses = f"Ses{k:02d}"
         split = {s: read_csv(p) for s, p in paths.items()}
-        assert {r["session"] for r in split["test"]} == {ses}
+        assert {r["group"] for r in split["test"]} == {ses}
         test_spk = {r["spk_id"] for r in split["test"]}
         for s in ("train", "valid"):
             assert not test_spk & {r["spk_id"] for r in split[s]}
         for s in ("valid", "test"):
             assert all(r["ambiguous"] == "0" for r in split[s])
         assert sorted(r["ID"] for r in split["train"] + split["valid"]) == (
-            sorted(r["ID"] for r in used if r["session"] != ses))
+            sorted(r["ID"] for r in used if r["group"] != ses))
         # Stratified: every class validates (>= 2 clear rows per class).
         assert {r["emo"] for r in split["valid"]} == set(IEMOCAP_4.names)
 
@@ -494,13 +494,14 @@ def test_all_silent_wav_is_kept_with_a_warning(tmp_path, caplog):
     truth = make_iemocap_corpus(tmp_path / "c", utts_per_speaker=4,
                                 sessions=(1,), kinds=("neu",))
     u = next(iter(truth["utterances"].values()))
-    sf.write(u["wav"], np.zeros(8000, dtype=np.float32), 16000)
+    n = sf.info(u["wav"]).frames  # as long as its annotated turn
+    sf.write(u["wav"], np.zeros(n, dtype=np.float32), 16000)
     with caplog.at_level(logging.INFO, logger="amser_sb.data.iemocap"):
         out = prepare_iemocap(truth["root"], tmp_path / "p", sessions=(1,),
                               num_workers=1)
     row = by_id(read_csv(out["all"]))[u["id"]]
-    assert (row["status"], row["voiced"], row["duration"]) == (
-        "used", "", "0.5")
+    assert (row["status"], row["voiced"], float(row["duration"])) == (
+        "used", "", n / 16000)
     assert any("1 used utterances are all silence" in r.getMessage()
                for r in caplog.records if r.levelno == logging.WARNING)
 
@@ -538,7 +539,12 @@ def test_cli(corpus, tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("iemocap_prepare", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.prepare_iemocap is prepare_iemocap  # no duplicated logic
+    # No duplicated logic: the script runs the registry's IEMOCAP corpus.
+    from amser_sb.data.iemocap import IemocapCorpus
+    from amser_sb.data.registry import get_corpus
+
+    assert module.CORPUS is get_corpus("iemocap")
+    assert isinstance(module.CORPUS, IemocapCorpus)
     code = module.main([
         "--data_folder", corpus["root"], "--save_folder", str(tmp_path),
         "--protocol", "session", "--num_workers", "1",

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from amser_sb.cv import RecipeError, load_hparams
+from amser_sb.hparams_loading import RecipeError, load_hparams
 from amser_sb.override_types import check_override_types
 
 FULL = os.path.join(os.path.dirname(__file__), "..", "recipes", "IEMOCAP",
@@ -12,12 +12,12 @@ FULL = os.path.join(os.path.dirname(__file__), "..", "recipes", "IEMOCAP",
 
 
 def test_batch_size_abc_is_refused_before_preparation(tmp_path, monkeypatch):
-    import amser_sb.cv as cv
+    import amser_sb.hparams_loading as hparams_loading
 
     def no_yaml_loading(*args, **kwargs):
         raise AssertionError("the hparams were built despite a bad override")
 
-    monkeypatch.setattr(cv, "load_hyperpyyaml", no_yaml_loading)
+    monkeypatch.setattr(hparams_loading, "load_hyperpyyaml", no_yaml_loading)
     with pytest.raises(RecipeError) as info:
         load_hparams(FULL, f"data_folder: {tmp_path}\nbatch_size: abc")
     text = str(info.value)

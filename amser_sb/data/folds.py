@@ -23,6 +23,13 @@ Protocols (all generic over the grouping column):
 * :func:`grouped_k_folds`: ``k`` folds of whole groups (e.g. recordings,
   so that segments of one recording stay together) when speakers are
   unknown.
+* :func:`stratified_grouped_folds`: as :func:`grouped_k_folds`, but the
+  groups are dealt class by class so that every fold tests every class
+  (the ``grouped`` protocol of the file-name corpora).
+
+:func:`choose_protocol` and :func:`corpus_folds` decide between
+leave-one-speaker-out and grouped folds for a corpus that may or may not
+name its speakers (the file-name presets).
 
 :func:`write_folds` writes ``<folder>/fold_<k>/{train,valid,test}.csv``
 (``k`` from 1, in the order the protocol lists its folds) and a
@@ -32,8 +39,10 @@ Authors
  * amser-sb contributors
 """
 
+import collections
 import os
 import random
+import re
 import shutil
 from dataclasses import dataclass, field
 
@@ -180,7 +189,7 @@ def _train_minus_valid(rest, valid, use_ambiguous, valid_group_key=None):
 
 
 def partner_valid_folds(
-    rows, group_key="spk_id", block_key="session", use_ambiguous=True
+    rows, group_key="spk_id", block_key="group", use_ambiguous=True
 ):
     """Leave one group out; validate on its block partners.
 
@@ -195,7 +204,7 @@ def partner_valid_folds(
     group_key : str
         Test unit (IEMOCAP: ``spk_id``).
     block_key : str
-        Unit excluded from train (IEMOCAP: ``session``).
+        Unit excluded from train (IEMOCAP: ``group``, its session).
     use_ambiguous : bool
         Put ambiguous rows in train.
 
@@ -205,7 +214,7 @@ def partner_valid_folds(
 
     Example
     -------
-    >>> rows = [{"ID": f"{s}{g}{i}", "spk_id": f"{s}{g}", "session": s,
+    >>> rows = [{"ID": f"{s}{g}{i}", "spk_id": f"{s}{g}", "group": s,
     ...          "emo": "a", "ambiguous": 0}
     ...         for s in ("S1", "S2") for g in "FM" for i in range(2)]
     >>> folds = partner_valid_folds(rows)
@@ -240,7 +249,7 @@ def partner_valid_folds(
 
 def leave_one_group_out(
     rows,
-    group_key="session",
+    group_key="group",
     valid_ratio=0.1,
     seed=1234,
     label_key="emo",
@@ -262,7 +271,8 @@ def leave_one_group_out(
     rows : list of dict
         Manifest rows.
     group_key : str
-        Test unit (IEMOCAP ``session`` protocol: ``session``).
+        Test unit (IEMOCAP's ``session`` protocol: ``group``, holding
+        the session).
     valid_ratio : float
         Share of the remaining clear rows that validates.
     seed : int
@@ -280,10 +290,10 @@ def leave_one_group_out(
 
     Example
     -------
-    >>> rows = [{"ID": f"{s}_{i}", "spk_id": f"{s}F", "session": s,
+    >>> rows = [{"ID": f"{s}_{i}", "spk_id": f"{s}F", "group": s,
     ...          "emo": "ab"[i % 2], "ambiguous": int(i == 9)}
     ...         for s in ("S1", "S2", "S3") for i in range(10)]
-    >>> folds = leave_one_group_out(rows, "session", valid_ratio=0.1)
+    >>> folds = leave_one_group_out(rows, "group", valid_ratio=0.1)
     >>> f = folds[0]
     >>> f.test_groups, len(f.test), len(f.valid), len(f.train)
     (['S1'], 9, 2, 18)
@@ -496,3 +506,262 @@ def write_folds(folds, folder, class_set, speaker_key="spk_id"):
         ["fold", "test_groups", "train", "valid", "test"],
     )
     return paths
+
+
+def stratified_grouped_folds(
+    rows, group_key="group", label_key="emo", n_folds=5, valid_ratio=0.1,
+    seed=1234,
+):
+    """Grouped folds that spread each class's groups evenly over the folds.
+
+    Like :func:`amser_sb.data.folds.grouped_k_folds` (whole groups per
+    fold, valid whole groups too), but groups are dealt class by class
+    (a group's class: its most frequent ``label_key``), largest first, to
+    the fold holding the fewest rows of that class; valid holds out a
+    ``valid_ratio`` share of each class's remaining groups. On small
+    corpora this keeps every class in every test and valid split, so that
+    per-class recall (UA) is measured on all classes.
+
+    Arguments
+    ---------
+    rows : list of dict
+        Manifest rows (clear ones; ambiguous rows go to train only).
+    group_key : str
+        Column whose groups stay together (a recording).
+    label_key : str
+        Column to stratify on.
+    n_folds : int
+        Number of folds (<= number of groups).
+    valid_ratio : float
+        Share of each class's non-test rows that validates.
+    seed : int
+        Seed of the tie-breaking shuffle and the valid draws.
+
+    Returns
+    -------
+    list of Fold
+
+    Example
+    -------
+    >>> rows = [{"ID": f"{c}{g}_{i}", "rec": f"{c}{g}", "emo": c,
+    ...          "ambiguous": 0}
+    ...         for c in "ab" for g in range(4) for i in range(2)]
+    >>> folds = stratified_grouped_folds(rows, "rec", n_folds=2)
+    >>> ["".join(sorted(r["emo"] for r in f.test)) for f in folds]
+    ['aaaabbbb', 'aaaabbbb']
+    >>> [len({r["rec"] for r in f.valid}) for f in folds]
+    [2, 2]
+    """
+    clear = [r for r in rows if not is_ambiguous(r)]
+    members = collections.defaultdict(list)
+    for r in clear:
+        members[r[group_key]].append(r)
+    groups = sorted(members)
+    if not 2 <= n_folds <= len(groups):
+        raise ValueError(
+            f"n_folds must be in [2, {len(groups)}] (the number of "
+            f"{group_key} groups), got {n_folds}"
+        )
+    label = {
+        g: sorted(collections.Counter(r[label_key] for r in members[g])
+                  .items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+        for g in groups
+    }
+    rng = random.Random(f"{seed}/deal")
+    rng.shuffle(groups)
+    groups.sort(key=lambda g: -len(members[g]))  # stable: shuffled ties
+    fold_groups = [[] for _ in range(n_folds)]
+    total = [0] * n_folds
+    for cls in sorted(set(label.values())):
+        per_class = [0] * n_folds
+        for g in (g for g in groups if label[g] == cls):
+            k = min(range(n_folds), key=lambda i: (per_class[i], total[i], i))
+            fold_groups[k].append(g)
+            per_class[k] += len(members[g])
+            total[k] += len(members[g])
+    folds = []
+    for k in range(n_folds):
+        test_groups = set(fold_groups[k])
+        rest = sorted((g for g in members if g not in test_groups))
+        rng = random.Random(f"{seed}/{k}")
+        valid_groups = set()
+        for cls in sorted(set(label.values())):
+            candidates = [g for g in rest if label[g] == cls]
+            rng.shuffle(candidates)
+            n_rows = sum(len(members[g]) for g in candidates)
+            held = 0
+            for g in candidates[:-1]:  # train keeps one group of each class
+                if held >= valid_ratio * n_rows:
+                    break
+                valid_groups.add(g)
+                held += len(members[g])
+        folds.append(
+            Fold(
+                test_groups=sorted(test_groups),
+                test=[r for r in clear if r[group_key] in test_groups],
+                valid=[r for r in clear if r[group_key] in valid_groups],
+                train=[
+                    r for r in rows
+                    if r[group_key] not in test_groups
+                    and r[group_key] not in valid_groups
+                ],
+            )
+        )
+    return folds
+
+
+
+#: The protocols of corpora without IEMOCAP's session structure.
+CORPUS_PROTOCOLS = ("speaker", "grouped")
+
+
+def choose_protocol(protocol, speakers, groups, speakers_known=True,
+                    corpus="the corpus"):
+    """The protocol of a corpus's folds, and why it was chosen.
+
+    Arguments
+    ---------
+    protocol : str or None
+        ``"speaker"`` (leave-one-speaker-out), ``"grouped"`` (folds of
+        whole groups) or None: ``speaker`` when two or more speakers are
+        known, else ``grouped``.
+    speakers : sequence of str
+        The speakers of the used rows.
+    groups : sequence of str
+        Their recording groups.
+    speakers_known : bool
+        Whether the corpus names its speakers at all.
+    corpus : str
+        Name used in messages.
+
+    Returns
+    -------
+    protocol : str
+    why : str
+        The reason, for the log and the summary.
+
+    Example
+    -------
+    >>> choose_protocol(None, ["a", "b"], ["a", "b"])
+    ('speaker', '2 speakers named in the file names')
+    >>> choose_protocol(None, ["unknown"], ["r1", "r2"], speakers_known=False)[0]
+    'grouped'
+    """
+    if protocol is not None and protocol not in CORPUS_PROTOCOLS:
+        raise ValueError(
+            f"unknown protocol {protocol!r}; choose one of {CORPUS_PROTOCOLS}"
+        )
+    if protocol is None:
+        if speakers_known and len(speakers) >= 2:
+            protocol = "speaker"
+            why = f"{len(speakers)} speakers named in the file names"
+        elif speakers_known:
+            protocol = "grouped"
+            why = (f"only {len(speakers)} speaker among the used files, "
+                   "leave-one-speaker-out impossible")
+        else:
+            protocol = "grouped"
+            why = ("speakers are not given by the file names; every "
+                   "recording stays in one fold")
+    elif protocol == "speaker":
+        if not speakers_known or len(speakers) < 2:
+            found = list(speakers) if speakers_known else "none"
+            raise ValueError(
+                f"{corpus}: protocol 'speaker' needs two or more known "
+                f"speakers (found {found}); use protocol='grouped' or give "
+                "speaker_regex"
+            )
+        why = "asked for"
+    else:
+        why = "asked for"
+    if protocol == "grouped" and len(groups) < 2:
+        raise ValueError(
+            f"{corpus}: grouped folds need two or more recordings "
+            f"(groups), found {len(groups)}"
+        )
+    return protocol, why
+
+
+def corpus_folds(rows, protocol, n_folds=5, valid_ratio=0.1, seed=1234):
+    """The folds of a corpus's ``speaker`` or ``grouped`` protocol.
+
+    ``speaker``: :func:`leave_one_group_out` over ``spk_id`` (valid: whole
+    recording groups where groups are finer than speakers). ``grouped``:
+    :func:`stratified_grouped_folds` over ``group``.
+
+    Arguments
+    ---------
+    rows : list of dict
+        Used manifest rows (``spk_id``, ``group``, ``emo``).
+    protocol : str
+        ``"speaker"`` or ``"grouped"`` (see :func:`choose_protocol`).
+    n_folds : int
+        Folds of the grouped protocol (at most the number of groups).
+    valid_ratio : float
+        Share of the non-test rows that validates.
+    seed : int
+        Seed of the draws.
+
+    Returns
+    -------
+    folds : list of Fold
+    speaker_key : str or None
+        The speaker column the folds are disjoint on (None: grouped folds
+        of recordings, not speaker-independent).
+
+    Example
+    -------
+    >>> rows = [{"ID": f"{s}{i}", "spk_id": s, "group": s, "emo": "ab"[i % 2],
+    ...          "ambiguous": 0} for s in "xyz" for i in range(4)]
+    >>> folds, key = corpus_folds(rows, "speaker")
+    >>> [f.test_groups for f in folds], key
+    ([['x'], ['y'], ['z']], 'spk_id')
+    """
+    # Groups finer than speakers (recordings of a speaker) stay whole in
+    # valid too.
+    recordings = any(r["group"] != r["spk_id"] for r in rows)
+    if protocol == "speaker":
+        folds = leave_one_group_out(
+            rows, "spk_id", valid_ratio=valid_ratio, seed=seed,
+            valid_group_key="group" if recordings else None,
+        )
+        return folds, "spk_id"
+    n_groups = len({r["group"] for r in rows})
+    folds = stratified_grouped_folds(
+        rows, "group", "emo", n_folds=min(int(n_folds), n_groups),
+        valid_ratio=valid_ratio, seed=seed,
+    )
+    # Speaker-disjoint only when the groups are the speakers.
+    return folds, None if recordings else "spk_id"
+
+
+def fold_paths(protocol_folder):
+    """Paths of the existing ``fold_<k>`` CSVs, in fold order.
+
+    Arguments
+    ---------
+    protocol_folder : str
+        A folder :func:`write_folds` wrote.
+
+    Returns
+    -------
+    list of dict
+        Per fold, its ``train``, ``valid`` and ``test`` CSV paths (empty if
+        the folder does not exist).
+
+    Example
+    -------
+    >>> fold_paths("/no/such/folder")
+    []
+    """
+    if not os.path.isdir(protocol_folder):
+        return []
+    ks = sorted(
+        int(name[5:]) for name in os.listdir(protocol_folder)
+        if re.fullmatch(r"fold_\d+", name)
+    )
+    return [
+        {s: os.path.join(protocol_folder, f"fold_{k}", f"{s}.csv")
+         for s in ("train", "valid", "test")}
+        for k in ks
+    ]

@@ -5,36 +5,32 @@ Reads the ``IEMOCAP_full_release`` layout::
     <data_folder>/SessionN/dialog/EmoEvaluation/<dialog>.txt
     <data_folder>/SessionN/sentences/wav/<dialog>/<utt>.wav
 
+(the annotations and their labels: :mod:`amser_sb.data.iemocap_annotations`)
 and writes, under ``save_folder``:
 
 * ``all.csv``: every parsed utterance (manifest columns plus ``code``, the
-  consensus code, and ``status``: ``used`` or why it is skipped);
+  consensus code, and ``status``: ``used`` or why it is skipped); its
+  ``group`` column holds the utterance's session (``Ses01``);
 * ``skipped.csv``: every utterance not used, with its reason (``missing
-  wav``, ``unreadable audio``, ``not 16 kHz mono``, ``excluded class``,
-  ``ambiguous below threshold``, ``ambiguous not used``);
+  wav``, ``unreadable audio``, ``truncated audio``, ``shorter than
+  annotated``, ``not 16 kHz mono``, ``excluded class``, ``ambiguous below
+  threshold``, ``ambiguous not used``);
 * ``label_encoder.txt``: the classes in their fixed order;
 * ``<protocol>/fold_<k>/{train,valid,test}.csv`` and
   ``<protocol>/folds.csv`` (see :mod:`amser_sb.data.folds`).
 
-Labels (the paper's multi-label learning, :mod:`amser_sb.labels`): a clear
-utterance has a consensus code of the class set (``exc`` merges into
-``hap``); an ambiguous one has ``xxx`` and is kept iff at least
-``ambiguous_min_mass`` of its vote mass is on the classes. Soft targets
-come from the ``C-E*`` votes (self-evaluations ``C-F*``/``C-M*`` only with
-``include_self_evaluation``); a clear utterance without in-set votes gets
-its consensus one-hot.
+Audio is read only where it matters (through :mod:`amser_sb.audio`): every
+wav's header gives its ``duration`` (the annotated turn length where the
+wav is missing or unreadable), and only utterances the labels keep are
+read whole and run through MADD (``voiced`` is empty for the others). A
+truncated wav (its header announces more frames than the file holds) and a
+wav far shorter than its annotated turn (below
+:data:`MIN_DURATION_SHARE` of ``end - start``) are skipped, never used as a
+shorter utterance. A skip reason from the labels comes first: an excluded
+utterance whose wav is also missing is ``excluded class``.
 
-Files that are not annotations are ignored: macOS AppleDouble ``._*``
-files and the ``Categorical/``, ``Attribute/``, ``Self-evaluation/``
-subfolders. A malformed annotation line is an error naming the file and
-line; a missing or bad wav is a logged skip naming the file.
-
-Audio is read only where it matters: every wav's header gives its
-``duration`` (the annotated turn length where the wav is missing or
-unreadable), and only utterances the labels keep are read whole and run
-through MADD (``voiced`` is empty for the others). A skip reason from the
-labels comes first: an excluded utterance whose wav is also missing is
-``excluded class``.
+The preparation is registered as the ``iemocap`` corpus
+(:class:`IemocapCorpus`, :mod:`amser_sb.data.registry`).
 
 Authors
  * amser-sb contributors
@@ -42,285 +38,55 @@ Authors
 
 import logging
 import os
-import re
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 
-import numpy as np
-import soundfile as sf
-
+from amser_sb.audio import AudioError, audio_info, read_audio
+from amser_sb.data.audio_prep import (
+    AUDIO_SKIP_REASONS,
+    SAMPLE_RATE,
+    madd_options as make_madd_options,
+    voiced_intervals,
+)
 from amser_sb.data.folds import (
+    fold_paths,
     leave_one_group_out,
     partner_valid_folds,
     write_folds,
+)
+from amser_sb.data.iemocap_annotations import (
+    SESSIONS,
+    AnnotationError,
+    find_emo_evaluation_files,
+    label_utterance,
+    parse_emo_evaluation,
 )
 from amser_sb.data.manifest import (
     ALL_EXTRA_COLUMNS,
     file_fingerprint,
     is_up_to_date,
     make_stamp,
-    read_stamp,
+    read_manifest,
+    remove_stale_protocols,
     remove_stamp,
     write_manifest,
     write_skipped,
     write_stamp,
 )
-from amser_sb.labels import IEMOCAP_4, soft_targets, vote_mass
+from amser_sb.data.registry import Corpus
+from amser_sb.labels import IEMOCAP_4
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
-SESSIONS = (1, 2, 3, 4, 5)
 PROTOCOLS = ("speaker", "session")
 
-_HEADER = re.compile(
-    r"^\[\s*(?P<start>[-+0-9.eE]+)\s*-\s*(?P<end>[-+0-9.eE]+)\s*\]\s+"
-    r"(?P<utt>\S+)\s+(?P<code>\S+)\s+\[(?P<vad>[^\]]*)\]\s*$"
-)
-_CAT_KEY = re.compile(r"^C-(?P<who>[A-Za-z]+)(?P<num>\d*)$")
-_UTT_ID = re.compile(r"^(?P<ses>Ses\d\d)[FM]_.+_(?P<gender>[FM])[A-Za-z]*\d+$")
+#: A wav shorter than this share of its annotated turn (``end - start``)
+#: is skipped (``shorter than annotated``): a cut copy, not the utterance.
+MIN_DURATION_SHARE = 0.5
 
-
-class AnnotationError(ValueError):
-    """A malformed line in an EmoEvaluation file (names file and line)."""
-
-
-@dataclass
-class Utterance:
-    """One annotated utterance of an EmoEvaluation file.
-
-    Arguments
-    ---------
-    id : str
-        Utterance ID, e.g. ``Ses01F_impro01_F000``.
-    session : int
-        Session number.
-    spk_id : str
-        Speaker, e.g. ``Ses01F`` (session and the gender letter of the
-        utterance ID's last part, the person speaking).
-    dialog : str
-        Dialog (the wav subfolder), e.g. ``Ses01F_impro01``.
-    start, end : float
-        Turn times in the dialog, seconds.
-    code : str
-        Consensus code (``neu``, ``exc``, ``xxx``, ...).
-    vad : str
-        The ``[V, A, D]`` text as written.
-    votes : list of (str, list of str)
-        External evaluators' ``(name, categories)``.
-    self_votes : list of (str, list of str)
-        Self-evaluations (``C-F1``, ``C-M1``, ...).
-    source : str
-        ``<file>:<line>`` of the header line.
-    """
-
-    id: str
-    session: int
-    spk_id: str
-    dialog: str
-    start: float
-    end: float
-    code: str
-    vad: str = ""
-    votes: list = field(default_factory=list)
-    self_votes: list = field(default_factory=list)
-    source: str = ""
-
-
-def parse_emo_evaluation(path, session):
-    """Parse one EmoEvaluation file.
-
-    Arguments
-    ---------
-    path : str
-        ``SessionN/dialog/EmoEvaluation/<dialog>.txt``.
-    session : int
-        Its session number.
-
-    Returns
-    -------
-    list of Utterance
-        In file order.
-
-    Raises
-    ------
-    AnnotationError
-        On a line that is neither a header, a ``C-``/``A-`` line, a ``%``
-        comment nor blank, or on a malformed header or ``C-`` line; the
-        message names ``file:line`` and the fix.
-
-    Example
-    -------
-    >>> import tempfile, os
-    >>> p = os.path.join(tempfile.mkdtemp(), "Ses01F_impro01.txt")
-    >>> _ = open(p, "w").write(
-    ...     "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\\n\\n"
-    ...     "[6.2901 - 8.2357]\\tSes01F_impro01_F000\\tneu\\t"
-    ...     "[2.5000, 2.5000, 2.5000]\\n"
-    ...     "C-E2:\\tNeutral;\\t()\\n"
-    ...     "C-E3:\\tNeutral; Frustration\\t(curious)\\n"
-    ...     "C-F1:\\tNeutral;\\t()\\n"
-    ...     "A-E3:\\tval 3; act 2; dom  2;\\t()\\n\\n")
-    >>> (u,) = parse_emo_evaluation(p, 1)
-    >>> u.id, u.spk_id, u.code, u.votes
-    ('Ses01F_impro01_F000', 'Ses01F', 'neu', [('C-E2', ['Neutral']), \
-('C-E3', ['Neutral', 'Frustration'])])
-    >>> u.self_votes
-    [('C-F1', ['Neutral'])]
-    """
-    utterances = []
-    current = None
-    with open(path, encoding="utf-8", errors="replace") as fin:
-        for lineno, raw in enumerate(fin, start=1):
-            line = raw.rstrip("\r\n")
-            text = line.strip()
-            where = f"{path}:{lineno}"
-            if not text:
-                current = None
-                continue
-            if text.startswith("%"):
-                continue
-            if text.startswith("["):
-                current = _parse_header(text, where, session)
-                utterances.append(current)
-                continue
-            if current is None:
-                raise AnnotationError(
-                    f"{where}: line outside an utterance block: {text!r}. "
-                    "Each block must start with '[start - end]<TAB>utt_id"
-                    "<TAB>code<TAB>[V, A, D]'; fix or delete the line."
-                )
-            if text.startswith("C-"):
-                name, categories = _parse_categorical(text, where)
-                who = _CAT_KEY.match(name).group("who")
-                if who.upper() == "E":
-                    current.votes.append((name, categories))
-                else:
-                    current.self_votes.append((name, categories))
-            elif text.startswith("A-"):
-                continue  # dimensional ratings: not used
-            else:
-                raise AnnotationError(
-                    f"{where}: unexpected line {text!r} in the block of "
-                    f"{current.id}: expected a 'C-' or 'A-' evaluation "
-                    "line or a blank line; fix or delete the line."
-                )
-    return utterances
-
-
-def _parse_header(text, where, session):
-    """Parse ``[start - end]<TAB>utt<TAB>code<TAB>[V, A, D]``."""
-    match = _HEADER.match(text)
-    if match is None:
-        raise AnnotationError(
-            f"{where}: malformed utterance header {text!r}; expected "
-            "'[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>"
-            "[2.5000, 2.5000, 2.5000]'. Fix the line or restore the file "
-            "from the release."
-        )
-    utt = match.group("utt")
-    id_match = _UTT_ID.match(utt)
-    if id_match is None or id_match.group("ses") != f"Ses{session:02d}":
-        raise AnnotationError(
-            f"{where}: utterance ID {utt!r} is not an IEMOCAP ID of "
-            f"Session{session} (like 'Ses{session:02d}F_impro01_F000'); "
-            "is the file in the right SessionN folder?"
-        )
-    try:
-        start, end = float(match.group("start")), float(match.group("end"))
-    except ValueError:
-        raise AnnotationError(
-            f"{where}: unreadable turn times in {text!r}"
-        ) from None
-    return Utterance(
-        id=utt,
-        session=session,
-        spk_id=id_match.group("ses") + id_match.group("gender"),
-        dialog=utt.rsplit("_", 1)[0],
-        start=start,
-        end=end,
-        code=match.group("code").lower(),
-        vad=match.group("vad").strip(),
-        source=where,
-    )
-
-
-def _parse_categorical(text, where):
-    """Parse ``C-E2:<TAB>Cat1; Cat2;<TAB>(comment)`` -> (name, cats)."""
-    name, sep, rest = text.partition(":")
-    name = name.strip()
-    if not sep or _CAT_KEY.match(name) is None:
-        raise AnnotationError(
-            f"{where}: malformed categorical line {text!r}; expected "
-            "'C-E2:<TAB>Neutral;<TAB>()'. Fix the line or restore the file "
-            "from the release."
-        )
-    if "\t" in rest:
-        # Release form: categories, then "(comment)", tab-separated.
-        fields = [f.strip() for f in rest.split("\t") if f.strip()]
-        cats_text = fields[0] if fields else ""
-        if cats_text.startswith("("):
-            cats_text = ""  # only a comment: no category listed
-    else:
-        # Space-separated variant: drop a trailing "(comment)".
-        cats_text = re.sub(r"\([^()]*\)\s*$", "", rest)
-    categories = [c.strip() for c in cats_text.split(";") if c.strip()]
-    return name, categories
-
-
-def find_emo_evaluation_files(data_folder, sessions=SESSIONS):
-    """The annotation files of each session, checking the layout.
-
-    Only ``SessionN/dialog/EmoEvaluation/*.txt`` count: AppleDouble
-    ``._*`` files and the evaluator subfolders are ignored.
-
-    Arguments
-    ---------
-    data_folder : str
-        The ``IEMOCAP_full_release`` folder.
-    sessions : sequence of int
-        Sessions to read.
-
-    Returns
-    -------
-    list of (int, str)
-        ``(session, path)`` sorted.
-
-    Raises
-    ------
-    FileNotFoundError
-        If a session's ``dialog/EmoEvaluation`` folder is missing or holds
-        no annotation file (naming the folder and the expected layout).
-    """
-    found = []
-    for session in sessions:
-        folder = os.path.join(
-            data_folder, f"Session{session}", "dialog", "EmoEvaluation"
-        )
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(
-                f"IEMOCAP: {folder} not found. --data_folder must be the "
-                "IEMOCAP_full_release folder holding Session1 ... Session5 "
-                "(each with dialog/EmoEvaluation/*.txt and "
-                f"sentences/wav/<dialog>/*.wav); sessions asked: "
-                f"{list(sessions)}."
-            )
-        files = sorted(
-            os.path.join(folder, name)
-            for name in os.listdir(folder)
-            if name.endswith(".txt")
-            and not name.startswith("._")
-            and os.path.isfile(os.path.join(folder, name))
-        )
-        if not files:
-            raise FileNotFoundError(
-                f"IEMOCAP: no annotation file (<dialog>.txt) in {folder}; "
-                "is the release complete?"
-            )
-        found.extend((session, path) for path in files)
-    return found
-
+#: Bumped when a change here changes the outputs (part of the stamp; 2:
+#: ``group`` column, truncated and cut wavs skipped).
+IEMOCAP_VERSION = 2
 
 def wav_path(data_folder, utterance):
     """Expected wav of an utterance: ``SessionN/sentences/wav/<dialog>/``."""
@@ -356,6 +122,7 @@ def list_wavs(data_folder, sessions=SESSIONS):
     return wavs
 
 
+
 def analyse_wav(path, need_voiced=True, sample_rate=SAMPLE_RATE,
                 madd_options=None):
     """Check one wav and compute its MADD voiced intervals.
@@ -374,58 +141,59 @@ def analyse_wav(path, need_voiced=True, sample_rate=SAMPLE_RATE,
     Returns
     -------
     dict
-        ``status`` (``ok``, ``missing wav``, ``unreadable audio`` or
-        ``not 16 kHz mono``), ``detail``, ``num_samples``, ``voiced``
-        (formatted intervals, or None).
+        ``status`` (``ok``, ``missing wav``, ``unreadable audio``,
+        ``truncated audio`` or ``not 16 kHz mono``), ``detail``,
+        ``num_samples``, ``voiced`` (formatted intervals, or None).
+
+    Example
+    -------
+    >>> import tempfile, numpy as np, soundfile as sf
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.wav")
+    >>> sf.write(path, np.zeros(1600), 16000, subtype="PCM_16")
+    >>> analyse_wav(path, need_voiced=False)["num_samples"]
+    1600
+    >>> with open(path, "r+b") as f:
+    ...     _ = f.truncate(44 + 2 * 400)
+    >>> analyse_wav(path)["status"]
+    'truncated audio'
     """
     out = {"status": "ok", "detail": "", "num_samples": None, "voiced": None}
-    if not os.path.isfile(path):
-        out.update(status="missing wav", detail=f"{path} does not exist")
-        return out
     try:
-        # One open: header checks, then (if needed) the samples.
-        with sf.SoundFile(path) as audio:
-            rate, channels = audio.samplerate, audio.channels
-            out["num_samples"] = int(audio.frames)
-            wav = None
-            if need_voiced and rate == sample_rate and channels == 1:
-                wav = audio.read(dtype="float32", always_2d=False)
-    except Exception as err:  # soundfile raises several types
-        out.update(status="unreadable audio", detail=f"{path}: {err}",
-                   num_samples=None)
+        info = audio_info(path)
+    except AudioError as err:
+        reason = AUDIO_SKIP_REASONS.get(err.reason, "unreadable audio")
+        if reason == "empty audio":
+            reason = "unreadable audio"
+        if reason == "missing wav":
+            out.update(status=reason, detail=f"{path} does not exist")
+        else:
+            out.update(status=reason, detail=str(err))
         return out
-    if rate != sample_rate or channels != 1:
+    if info.samplerate != sample_rate or info.channels != 1:
         out.update(
             status="not 16 kHz mono",
-            num_samples=None,
             detail=(
-                f"{path}: {rate} Hz, {channels} channels; "
+                f"{path}: {info.samplerate} Hz, {info.channels} channels; "
                 f"convert to {sample_rate} Hz mono, e.g. sox in.wav -r "
                 f"{sample_rate} -c 1 out.wav"
             ),
         )
         return out
+    out["num_samples"] = info.frames
     if not need_voiced:
         return out
-    if wav.size == 0:
-        out.update(status="unreadable audio", detail=f"{path}: no samples")
+    try:
+        wav = read_audio(path).numpy()
+    except AudioError as err:
+        out.update(status="unreadable audio", detail=str(err),
+                   num_samples=None)
         return out
     out["num_samples"] = int(wav.shape[0])
     try:
-        out["voiced"] = _voiced_intervals(wav, madd_options or {})
+        out["voiced"] = voiced_intervals(wav, madd_options or {})
     except Exception as err:
         raise RuntimeError(f"{path}: MADD failed: {err}") from err
     return out
-
-
-def _voiced_intervals(wav, madd_options):
-    """MADD on one waveform -> formatted kept intervals."""
-    import torch
-
-    from amser_sb.silence import format_intervals, madd, mask_to_intervals
-
-    _, mask = madd(torch.from_numpy(np.ascontiguousarray(wav)), **madd_options)
-    return format_intervals(mask_to_intervals(mask))
 
 
 def _analyse_job(job):
@@ -462,76 +230,6 @@ def _analyse_all(jobs, num_workers):
     ) as pool:
         return list(pool.map(_analyse_job, jobs, chunksize=chunk))
 
-
-def label_utterance(
-    utt,
-    class_set=IEMOCAP_4,
-    ambiguous_min_mass=0.5,
-    include_self_evaluation=False,
-    use_ambiguous=True,
-):
-    """Decide an utterance's label, soft target and whether it is used.
-
-    Arguments
-    ---------
-    utt : Utterance
-        A parsed utterance.
-    class_set : amser_sb.labels.ClassSet
-        Classes and label maps.
-    ambiguous_min_mass : float
-        Keep an ambiguous utterance iff its in-set vote mass is at least
-        this share of its total vote mass.
-    include_self_evaluation : bool
-        Count the actors' self-evaluations as votes.
-    use_ambiguous : bool
-        Use kept ambiguous utterances (in train).
-
-    Returns
-    -------
-    dict
-        ``emo`` (class or ""), ``ambiguous`` (0/1), ``soft`` (list of
-        floats, zeros if undefined), ``reason`` (None if used, else the
-        skip reason) and ``detail``.
-
-    Example
-    -------
-    >>> u = Utterance("Ses01F_impro01_F000", 1, "Ses01F", "Ses01F_impro01",
-    ...               0.0, 1.0, "xxx",
-    ...               votes=[("C-E1", ["Anger"]), ("C-E2", ["Sadness"]),
-    ...                      ("C-E3", ["Frustration"])])
-    >>> lab = label_utterance(u)
-    >>> lab["emo"], lab["ambiguous"], lab["soft"], lab["reason"]
-    ('', 1, [0.0, 0.0, 0.5, 0.5], None)
-    """
-    votes = [cats for _, cats in utt.votes]
-    if include_self_evaluation:
-        votes += [cats for _, cats in utt.self_votes]
-    mass, total = vote_mass(votes, class_set)
-    in_set = float(sum(mass))
-    soft = soft_targets(mass)
-    out = {"emo": "", "ambiguous": 0, "reason": None, "detail": ""}
-    cls = class_set.code_to_class(utt.code)
-    if cls is not None:
-        out["emo"] = cls
-        out["soft"] = soft or class_set.one_hot(cls)
-        return out
-    out["soft"] = soft or [0.0] * len(class_set)
-    if class_set.is_ambiguous(utt.code):
-        out["ambiguous"] = 1
-        share = in_set / total if total > 0 else 0.0
-        if share < ambiguous_min_mass:
-            out["reason"] = "ambiguous below threshold"
-            out["detail"] = (
-                f"{share:.3f} of the vote mass on {list(class_set.names)} "
-                f"< ambiguous_min_mass={ambiguous_min_mass}"
-            )
-        elif not use_ambiguous:
-            out["reason"] = "ambiguous not used"
-            out["detail"] = "use_ambiguous=False"
-        return out
-    out["reason"] = "excluded class"
-    out["detail"] = f"consensus {utt.code!r} not in {list(class_set.names)}"
-    return out
 
 
 def prepare_iemocap(
@@ -622,8 +320,9 @@ def prepare_iemocap(
     fingerprint = file_fingerprint(
         [p for _, p in annotation_files] + wav_files, data_folder
     )
-    madd_options = _madd_options(madd_window, madd_factor)
+    madd_options = make_madd_options(madd_window, madd_factor)
     manifest_options = {
+        "iemocap_version": IEMOCAP_VERSION,
         "data_folder": data_folder,
         "sessions": list(sessions),
         "class_set": class_set.describe(),
@@ -650,16 +349,16 @@ def prepare_iemocap(
         [out["all"], out["skipped"], out["label_encoder"]],
     )
     if manifest_ok:
-        fold_paths = _fold_paths(protocol_folder)
-        if fold_paths and is_up_to_date(
+        folds_found = fold_paths(protocol_folder)
+        if folds_found and is_up_to_date(
             protocol_folder, protocol_stamp,
-            [p for f in fold_paths for p in f.values()],
+            [p for f in folds_found for p in f.values()],
         ):
             logger.info(
                 "IEMOCAP preparation up to date in %s (%s protocol); "
                 "skipping", save_folder, protocol,
             )
-            return dict(out, folder=protocol_folder, folds=fold_paths,
+            return dict(out, folder=protocol_folder, folds=folds_found,
                         skipped_prep=True)
         rows = _read_used_rows(out["all"], class_set)
     else:
@@ -674,20 +373,23 @@ def prepare_iemocap(
             num_workers,
         )
         write_stamp(save_folder, manifest_stamp)
-        _remove_stale_protocols(save_folder, manifest_stamp["digest"])
+        remove_stale_protocols(save_folder, manifest_stamp["digest"],
+                               PROTOCOLS)
 
     os.makedirs(protocol_folder, exist_ok=True)
     remove_stamp(protocol_folder)
     if protocol == "speaker":
+        # Test one speaker, validate on the other speaker of its session.
         folds = partner_valid_folds(
-            rows, "spk_id", "session", use_ambiguous=use_ambiguous
+            rows, "spk_id", "group", use_ambiguous=use_ambiguous
         )
     else:
+        # The group column holds the session: leave one session out.
         folds = leave_one_group_out(
-            rows, "session", valid_ratio=valid_ratio, seed=seed,
+            rows, "group", valid_ratio=valid_ratio, seed=seed,
             use_ambiguous=use_ambiguous,
         )
-    fold_paths = write_folds(folds, protocol_folder, class_set, "spk_id")
+    written = write_folds(folds, protocol_folder, class_set, "spk_id")
     write_stamp(protocol_folder, protocol_stamp)
     for k, fold in enumerate(folds, start=1):
         logger.info(
@@ -699,60 +401,13 @@ def prepare_iemocap(
         "IEMOCAP preparation done in %.1f s -> %s", time.time() - t0,
         save_folder,
     )
-    return dict(out, folder=protocol_folder, folds=fold_paths,
+    return dict(out, folder=protocol_folder, folds=written,
                 skipped_prep=False)
 
-
-def _madd_options(window, factor):
-    """Every MADD keyword argument: the two given, the rest at defaults.
-
-    Defaults are recorded too, so that a change of them in
-    ``amser_sb.silence`` invalidates the stamp.
-    """
-    import inspect
-
-    from amser_sb.silence import madd
-
-    options = {
-        name: p.default
-        for name, p in inspect.signature(madd).parameters.items()
-        if p.default is not inspect.Parameter.empty and name != "wav_lens"
-    }
-    options.update(window=int(window), factor=float(factor))
-    return options
-
-
-def _fold_paths(protocol_folder):
-    """Paths of the existing ``fold_<k>`` CSVs, in fold order."""
-    if not os.path.isdir(protocol_folder):
-        return []
-    ks = sorted(
-        int(name[5:]) for name in os.listdir(protocol_folder)
-        if re.fullmatch(r"fold_\d+", name)
-    )
-    return [
-        {s: os.path.join(protocol_folder, f"fold_{k}", f"{s}.csv")
-         for s in ("train", "valid", "test")}
-        for k in ks
-    ]
-
-
-def _remove_stale_protocols(save_folder, manifest_digest):
-    """Delete protocol folders built from another manifest."""
-    import shutil
-
-    for protocol in PROTOCOLS:
-        folder = os.path.join(save_folder, protocol)
-        stamp = read_stamp(folder)
-        if stamp is not None and stamp.get("fingerprint") != manifest_digest:
-            logger.info("removing stale folds in %s", folder)
-            shutil.rmtree(folder)
 
 
 def _read_used_rows(all_csv, class_set):
     """Rows of ``all.csv`` whose status is ``used``."""
-    from amser_sb.data.manifest import read_manifest
-
     return [
         r for r in read_manifest(all_csv, class_set) if r["status"] == "used"
     ]
@@ -790,6 +445,8 @@ def _build_manifests(annotation_files, data_folder, out, class_set,
         reason, detail = lab["reason"], lab["detail"]
         if reason is None and info["status"] != "ok":
             reason, detail = info["status"], info["detail"]
+        if reason is None:
+            reason, detail = _duration_check(utt, wav, info["num_samples"])
         if info["num_samples"] is not None:
             duration = info["num_samples"] / SAMPLE_RATE
         else:
@@ -799,7 +456,7 @@ def _build_manifests(annotation_files, data_folder, out, class_set,
             "duration": duration,
             "wav": wav,
             "spk_id": utt.spk_id,
-            "session": f"Ses{utt.session:02d}",
+            "group": f"Ses{utt.session:02d}",  # IEMOCAP's session
             "emo": lab["emo"],
             "ambiguous": lab["ambiguous"],
             "voiced": info["voiced"] or "",
@@ -855,3 +512,89 @@ def _log_counts(used_rows, skipped_rows, class_set):
         )
     if per_reason:
         logger.info("IEMOCAP: every skipped utterance is in skipped.csv")
+
+
+def _duration_check(utt, wav, num_samples):
+    """``("shorter than annotated", detail)`` for a cut wav, else None's."""
+    annotated = utt.end - utt.start
+    seconds = num_samples / SAMPLE_RATE
+    if annotated > 0 and seconds < MIN_DURATION_SHARE * annotated:
+        return "shorter than annotated", (
+            f"{wav}: {seconds:.2f} s of audio for a {annotated:.2f} s turn "
+            f"({utt.source}: [{utt.start} - {utt.end}]); the wav is cut or "
+            "the annotation is of another file: restore the wav from the "
+            "release"
+        )
+    return None, ""
+
+
+class IemocapCorpus(Corpus):
+    """IEMOCAP, labels from the EmoEvaluation files (:func:`prepare_iemocap`).
+
+    Example
+    -------
+    >>> from amser_sb.data.registry import get_corpus
+    >>> corpus = get_corpus("iemocap")
+    >>> corpus.protocols, corpus.default_protocol
+    (('speaker', 'session'), 'speaker')
+    """
+
+    name = "iemocap"
+    title = ("IEMOCAP (Busso et al., Language Resources and Evaluation "
+             "2008), IEMOCAP_full_release")
+    protocols = PROTOCOLS
+    default_protocol = "speaker"
+    options = ("class_set", "ambiguous_min_mass", "include_self_evaluation",
+               "use_ambiguous", "madd_window", "madd_factor", "seed",
+               "valid_ratio", "sessions", "num_workers")
+
+    def prepare(self, data_folder, save_folder, protocol=None, **options):
+        """Prepare IEMOCAP (see :func:`prepare_iemocap`).
+
+        Arguments
+        ---------
+        data_folder : str
+            The ``IEMOCAP_full_release`` folder.
+        save_folder : str
+            Output folder.
+        protocol : str, optional
+            ``speaker`` (default) or ``session``.
+        **options
+            Keyword arguments of :func:`prepare_iemocap` named in
+            :attr:`options`.
+
+        Returns
+        -------
+        dict
+            As :func:`prepare_iemocap`.
+        """
+        self.check_protocol(protocol)
+        self.check_options(options)
+        return prepare_iemocap(data_folder, save_folder,
+                               protocol=protocol or self.default_protocol,
+                               **options)
+
+    def options_from_hparams(self, hparams):
+        """:func:`prepare_iemocap` options from recipe hparams.
+
+        Arguments
+        ---------
+        hparams : dict
+            Loaded recipe hparams (``use_ambiguous``,
+            ``ambiguous_min_mass``, ``madd_window``, ``madd_factor``,
+            ``prepare_seed``, ``prepare_sessions``,
+            ``prepare_num_workers``).
+
+        Returns
+        -------
+        dict
+        """
+        return {
+            "use_ambiguous": hparams["use_ambiguous"],
+            "ambiguous_min_mass": hparams["ambiguous_min_mass"],
+            "madd_window": hparams["madd_window"],
+            "madd_factor": hparams["madd_factor"],
+            "seed": hparams["prepare_seed"],
+            "sessions": hparams["prepare_sessions"],
+            "num_workers": hparams["prepare_num_workers"],
+        }

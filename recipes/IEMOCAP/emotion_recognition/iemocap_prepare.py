@@ -2,9 +2,10 @@
 """Prepare IEMOCAP for the AM-ResNet + wav2vec 2.0 recipe.
 
 Writes the CSV manifests (soft targets, MADD voiced intervals), the skipped
-list, the label encoder and the cross-validation folds; the logic lives in
-``amser_sb.data.iemocap.prepare_iemocap`` (imported here so that
-``train.py`` can do ``from iemocap_prepare import prepare_iemocap``).
+list, the label encoder and the cross-validation folds. The preparation is
+the ``iemocap`` corpus of ``amser_sb.data.registry`` (the one that
+``train.py`` and ``amser-sb prepare`` run too;
+``amser_sb.data.iemocap.prepare_iemocap``).
 
 Usage::
 
@@ -19,13 +20,25 @@ import argparse
 import logging
 import sys
 
-from amser_sb.data.iemocap import PROTOCOLS, prepare_iemocap
+from amser_sb.data.registry import get_corpus
 
-__all__ = ["prepare_iemocap", "main"]
+__all__ = ["main"]
+
+CORPUS = get_corpus("iemocap")
 
 
 def parse_args(argv=None):
-    """Command-line options (defaults are ``prepare_iemocap``'s)."""
+    """Command-line options (defaults are ``prepare_iemocap``'s).
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    argparse.Namespace
+    """
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -34,7 +47,7 @@ def parse_args(argv=None):
                         help="IEMOCAP_full_release folder (Session1..5)")
     parser.add_argument("--save_folder", required=True,
                         help="where manifests and folds are written")
-    parser.add_argument("--protocol", default="speaker", choices=PROTOCOLS,
+    parser.add_argument("--protocol", default="speaker", choices=CORPUS.protocols,
                         help="speaker: 10 folds (paper); session: 5 folds")
     parser.add_argument("--ambiguous_min_mass", type=float, default=0.5,
                         help="keep an ambiguous utterance iff this share "
@@ -59,14 +72,25 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    """Run the preparation from the command line; returns an exit code."""
+    """Run the preparation from the command line.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status.
+    """
     args = parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
-    out = prepare_iemocap(
-        data_folder=args.data_folder,
-        save_folder=args.save_folder,
+    out = CORPUS.prepare(
+        args.data_folder,
+        args.save_folder,
         protocol=args.protocol,
         ambiguous_min_mass=args.ambiguous_min_mass,
         include_self_evaluation=args.include_self_evaluation,

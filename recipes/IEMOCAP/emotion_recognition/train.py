@@ -29,8 +29,9 @@ import sys
 
 import speechbrain as sb
 
-from amser_sb.cv import load_hparams, train_fold
+from amser_sb.cv import train_fold
 from amser_sb.distributed import init_distributed
+from amser_sb.hparams_loading import load_hparams
 from amser_sb.user_errors import debug_requested, user_error_message
 
 if __name__ == "__main__":

@@ -477,29 +477,33 @@ def check_held_out(fold_folder, protocol):
     fold_folder : str
         ``<manifest_folder>/<protocol>/fold_<k>``.
     protocol : str
-        ``session`` checks the ``session`` column, ``grouped`` (corpus
-        presets without speakers) too, where it holds the recording a
-        segment belongs to; any other protocol the ``spk_id`` column (rows
-        without a known speaker are not checked).
+        ``session`` checks the ``group`` column (IEMOCAP's session),
+        ``grouped`` (corpus presets without speakers) too, where it holds
+        the recording a segment belongs to; any other protocol the
+        ``spk_id`` column (rows without a known speaker are not checked).
+        Manifests written before ``group`` was named so call it
+        ``session``.
 
     Raises
     ------
     ManifestError
         Naming the fold and the leaked speakers or sessions.
     """
-    column = "session" if protocol in ("session", "grouped") else "spk_id"
+    column = "group" if protocol in ("session", "grouped") else "spk_id"
+    unit = {"session": "session", "grouped": "group"}.get(protocol, column)
     groups = {}
     for stage in ("train", "valid", "test"):
         path = os.path.join(fold_folder, f"{stage}.csv")
         with open(path, newline="") as handle:
             groups[stage] = {
-                row.get(column) for row in csv.DictReader(handle)
+                row.get(column, row.get("session"))
+                for row in csv.DictReader(handle)
             } - {None, "", "unknown"}
     for stage in ("train", "valid"):
         leaked = groups["test"] & groups[stage]
         if leaked:
             raise ManifestError(
-                f"{fold_folder}: test {column} {sorted(leaked)} also in "
+                f"{fold_folder}: test {unit} {sorted(leaked)} also in "
                 f"{stage}; re-run the data preparation (validation and "
                 "training must never hold the test speaker/session)."
             )

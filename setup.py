@@ -32,8 +32,6 @@ setup(
         "transformers>=4.40",
         "huggingface_hub>=0.23",
         "hyperpyyaml>=1.2",
-        "sentencepiece",
-        "pandas>=2.0",
         "soundfile>=0.12",
         "numpy",
         "matplotlib",

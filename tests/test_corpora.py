@@ -357,6 +357,31 @@ def test_crema_d(tmp_path):
     assert sf.info(used(save2)["1001_TSI_ANG_XX"]["wav"]).samplerate == SR
 
 
+def test_truncated_wav_is_skipped(tmp_path, caplog):
+    """R6: the header announces 47387 frames, the file holds 14200."""
+    import logging
+
+    root = str(tmp_path / "CREMA-D")
+    for actor in ("1001", "1002"):
+        for emo in ("ANG", "HAP"):
+            write(root, f"AudioWAV/{actor}_DFA_{emo}_XX.wav")
+    path = os.path.join(root, "AudioWAV", "1001_IEO_SAD_XX.wav")
+    sf.write(path, tone(seconds=47387 / SR), SR, subtype="PCM_16")
+    with open(path, "r+b") as handle:
+        handle.truncate(44 + 2 * 14200)
+    save = str(tmp_path / "prep")
+    with caplog.at_level(logging.INFO, logger="amser_sb.data.prepare"):
+        summary = prepare_corpus("crema-d", root, save)
+    assert skipped(save) == {"1001_IEO_SAD_XX.wav": "truncated audio"}
+    (row,) = read(os.path.join(save, "skipped.csv"))
+    assert "announces 47387 frames" in row["detail"]
+    assert "holds 14200" in row["detail"] and path in row["detail"]
+    assert summary["skipped_by_reason"] == {"truncated audio": 1}
+    assert "1001_IEO_SAD_XX" not in used(save)
+    assert any("skipped 1 files: truncated audio" in r.getMessage()
+               for r in caplog.records if r.levelno == logging.WARNING)
+
+
 # ---------------------------------------------------------------------- tess
 
 

@@ -234,3 +234,18 @@ def test_write_folds_refuses_a_dirty_fold(tmp_path):
     a = {"ID": "a", "spk_id": "s1", "ambiguous": 1}
     with pytest.raises(ValueError, match="ambiguous"):
         write_folds([Fold(["s1"], test=[a])], str(tmp_path), IEMOCAP_4)
+
+
+def test_manifest_with_the_old_session_column_is_read(tmp_path):
+    from amser_sb.data.manifest import manifest_columns
+
+    columns = [c if c != "group" else "session"
+               for c in manifest_columns(IEMOCAP_4)]
+    path = tmp_path / "old.csv"
+    values = {"ID": "u1", "duration": "1.0", "wav": "/x.wav",
+              "spk_id": "Ses01F", "session": "Ses01", "emo": "neu",
+              "ambiguous": "0", "voiced": ""}
+    path.write_text(",".join(columns) + "\n" + ",".join(
+        values.get(c, "0.25") for c in columns) + "\n")
+    (row,) = read_manifest(path, IEMOCAP_4)
+    assert row["group"] == "Ses01" and "session" not in row

@@ -552,3 +552,54 @@ def test_cli(corpus, tmp_path, capsys):
     assert code == 0
     assert "folds: 5 (session protocol)" in capsys.readouterr().out
     assert (tmp_path / "session" / "fold_5" / "valid.csv").is_file()
+
+
+def test_truncated_and_cut_wavs_are_skipped(tmp_path, caplog):
+    """R6: a wav whose header announces more than it holds, and a wav far
+    shorter than its annotated turn, are listed in skipped.csv, never used
+    as shorter utterances."""
+    truth = make_iemocap_corpus(tmp_path / "c", utts_per_speaker=8,
+                                sessions=(1,), seed=3, min_dur=2.0,
+                                max_dur=3.0)
+    used = [u for u in truth["utterances"].values()
+            if u["kind"] in ("neu", "hap", "sad", "ang", "exc")]
+    truncated, cut = used[0], used[1]
+    # Rewrite as 16-bit PCM (44-byte header), then cut the file's bytes:
+    # the header still announces every frame.
+    wav, _ = sf.read(truncated["wav"], dtype="float32")
+    sf.write(truncated["wav"], wav, 16000, subtype="PCM_16")
+    announced = sf.info(truncated["wav"]).frames
+    keep = announced * 3 // 10
+    with open(truncated["wav"], "r+b") as handle:
+        handle.truncate(44 + 2 * keep)
+    assert sf.info(truncated["wav"]).frames == keep  # libsndfile is silent
+    # A valid wav holding a quarter of its turn.
+    wav, _ = sf.read(cut["wav"], dtype="float32")
+    sf.write(cut["wav"], wav[: len(wav) // 4], 16000)
+    with caplog.at_level(logging.INFO, logger="amser_sb.data.iemocap"):
+        out = prepare_iemocap(truth["root"], tmp_path / "p", sessions=(1,),
+                              num_workers=1)
+    skipped = by_id(read_csv(out["skipped"]))
+    row = skipped[truncated["id"]]
+    assert row["reason"] == "truncated audio"
+    assert f"announces {announced} frames" in row["detail"]
+    assert f"holds {keep}" in row["detail"] and truncated["wav"] in row["detail"]
+    row = skipped[cut["id"]]
+    assert row["reason"] == "shorter than annotated"
+    assert cut["wav"] in row["detail"] and "turn" in row["detail"]
+    warnings = [r.getMessage() for r in caplog.records
+                if r.levelno == logging.WARNING]
+    assert any("1 utterances: truncated audio" in w for w in warnings)
+    assert any("1 utterances: shorter than annotated" in w for w in warnings)
+    for paths in out["folds"]:
+        for p in paths.values():
+            assert not {truncated["id"], cut["id"]} & {
+                r["ID"] for r in read_csv(p)}
+
+
+def test_group_column_holds_the_session(corpus, prepared):
+    save, out = prepared
+    rows = read_csv(out["all"])
+    assert "session" not in rows[0]
+    assert {r["group"] for r in rows} == {
+        f"Ses{u['session']:02d}" for u in corpus["utterances"].values()}

@@ -40,7 +40,7 @@ from amser_sb.data.registry import get_corpus
 from amser_sb.distributed import init_distributed
 from amser_sb.errors import AmserUserError
 from amser_sb.hparams_loading import RecipeError, load_hparams
-from amser_sb.metrics import _json_safe
+from amser_sb.metrics import json_safe
 from amser_sb.pipeline import ManifestError, dataio_prep, loader_options
 from amser_sb.run_lock import exclusive_output_folder
 
@@ -397,7 +397,7 @@ def write_results(folder, per_fold, title, protocol):
         "mean_std": summary,
     }
     with open(os.path.join(folder, "results.json"), "w") as handle:
-        json.dump(_json_safe(result), handle, indent=2)
+        json.dump(json_safe(result), handle, indent=2)
     return result
 
 

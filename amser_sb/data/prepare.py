@@ -675,6 +675,25 @@ class NamedFilesCorpus(Corpus):
         return prepare_corpus(self.name, data_folder, save_folder,
                               protocol=protocol, **options)
 
+    def fold_count(self, hparams):
+        """``n_folds`` for the grouped protocol; None for speaker folds (as
+        many as speakers, known after the preparation).
+
+        Arguments
+        ---------
+        hparams : dict
+            ``protocol`` and ``n_folds``.
+
+        Returns
+        -------
+        count : int or None
+        scope : str or None
+        """
+        if hparams.get("protocol") != "grouped":
+            return None, None
+        count = int(hparams.get("n_folds", 5))
+        return count, f"protocol grouped with n_folds={count}"
+
     def options_from_hparams(self, hparams):
         """:func:`prepare_corpus` options from recipe hparams.
 

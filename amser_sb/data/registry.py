@@ -168,6 +168,23 @@ toy-example; choose one of speaker
             **self.options_from_hparams(hparams),
         )
 
+    def fold_count(self, hparams):
+        """How many folds a protocol has, if the hparams alone tell.
+
+        Arguments
+        ---------
+        hparams : dict
+            Loaded recipe hparams (``protocol`` and the corpus's options).
+
+        Returns
+        -------
+        count : int or None
+            None when only the preparation knows (e.g. one fold a speaker).
+        scope : str or None
+            What the count is of, for messages.
+        """
+        return None, None
+
     def check_protocol(self, protocol):
         """Raise :class:`CorpusError` for a protocol the corpus lacks.
 

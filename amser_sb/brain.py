@@ -95,11 +95,14 @@ class AMSERBrain(sb.Brain):
     """Brain for AM-ResNet + wav2vec 2.0 emotion recognition.
 
     Expects in the hparams: ``label_encoder`` (loaded), ``output_folder``,
-    ``train_logger``; optionally ``lr_annealing``, ``class_weights``,
-    ``label_smoothing``, ``freeze_am_resnet``, ``stage1_folder``,
-    ``use_feature_cache``, ``feature_cache_folder``,
-    ``feature_cache_dtype``, ``lr_ssl``, ``save_valid_confusion``.
-    See ``recipes/IEMOCAP/emotion_recognition/hparams/am_resnet_w2v2.yaml``.
+    ``train_logger``, ``label_smoothing``, ``save_valid_confusion``; with
+    a fine-tuned encoder ``lr_ssl``, with ``use_feature_cache``
+    ``feature_cache_dtype``. Optional features, off when the YAML lacks
+    them: ``lr_annealing``, ``class_weights``, ``freeze_am_resnet``,
+    ``stage1_folder``, ``use_feature_cache``, ``feature_cache_folder``.
+    The YAML is the one source of every value (see
+    ``recipes/IEMOCAP/emotion_recognition/hparams/am_resnet_w2v2.yaml``);
+    nothing here has a default of its own.
     """
 
     def __init__(self, *args, **kwargs):
@@ -120,9 +123,9 @@ class AMSERBrain(sb.Brain):
     # ------------------------------------------------------------------
     # Set-up helpers
     # ------------------------------------------------------------------
-    def _hparam(self, name, default=None):
-        """An optional hparam (``default`` when the YAML lacks it)."""
-        return getattr(self.hparams, name, default)
+    def _hparam(self, name):
+        """An optional feature's hparam; None (off) when the YAML lacks it."""
+        return getattr(self.hparams, name, None)
 
     @property
     def embedding_model(self):
@@ -152,7 +155,7 @@ class AMSERBrain(sb.Brain):
         -------
         FeatureCache or None
         """
-        if not self._hparam("use_feature_cache", False):
+        if not self._hparam("use_feature_cache"):
             return None
         backbone = self.ssl_backbone
         if backbone is None:
@@ -171,7 +174,7 @@ class AMSERBrain(sb.Brain):
         return FeatureCache(
             folder,
             backbone,
-            dtype=self._hparam("feature_cache_dtype", "float16"),
+            dtype=self.hparams.feature_cache_dtype,
         )
 
     def _make_am_cache(self):
@@ -184,7 +187,7 @@ class AMSERBrain(sb.Brain):
         model = self.embedding_model
         if (
             self.feature_cache is None
-            or not self._hparam("freeze_am_resnet", False)
+            or not self._hparam("freeze_am_resnet")
             or self.am_resnet is None
             or getattr(model, "fusion", None) is None
         ):
@@ -192,7 +195,7 @@ class AMSERBrain(sb.Brain):
         return FeatureCache(
             self.feature_cache.root,
             self.am_resnet,
-            dtype=self._hparam("feature_cache_dtype", "float16"),
+            dtype=self.hparams.feature_cache_dtype,
         )
 
     def load_stage1(self):
@@ -245,7 +248,7 @@ class AMSERBrain(sb.Brain):
 
     def _freeze_am_resnet(self):
         """With ``freeze_am_resnet``: no gradients and frozen BatchNorm."""
-        if self._hparam("freeze_am_resnet", False) and self.am_resnet:
+        if self._hparam("freeze_am_resnet") and self.am_resnet:
             for param in self.am_resnet.parameters():
                 param.requires_grad_(False)
             self.am_resnet.eval()
@@ -363,7 +366,7 @@ class AMSERBrain(sb.Brain):
             groups.append(
                 {
                     "params": ssl_params,
-                    "lr": self._hparam("lr_ssl", 1e-5),
+                    "lr": self.hparams.lr_ssl,
                     "name": "ssl",
                 }
             )
@@ -538,7 +541,7 @@ class AMSERBrain(sb.Brain):
         """
         targets, _ = batch.soft_target
         targets = targets.to(predictions.device)
-        smoothing = self._hparam("label_smoothing", 0.0)
+        smoothing = self.hparams.label_smoothing
         loss = soft_target_cross_entropy(
             predictions,
             targets,
@@ -711,7 +714,7 @@ class AMSERBrain(sb.Brain):
                 train_stats=getattr(self, "train_stats", None),
                 valid_stats=stats,
             )
-            if self._hparam("save_valid_confusion", True):
+            if self.hparams.save_valid_confusion:
                 write_once(self.stats.write)(
                     os.path.join(metrics_folder, f"valid_epoch{epoch}"),
                     title=f"valid, epoch {epoch}",

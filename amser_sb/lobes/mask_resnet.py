@@ -58,7 +58,12 @@ import torch
 import torch.nn.functional as F
 from speechbrain.dataio.dataio import length_to_mask
 
-from amser_sb.silence import lengths_to_samples, madd
+from amser_sb.silence import (
+    DEFAULT_FACTOR,
+    DEFAULT_WINDOW,
+    lengths_to_samples,
+    madd,
+)
 
 
 def conv_output_length(lengths, kernel_size, stride, padding):
@@ -392,8 +397,8 @@ class AMResNet(torch.nn.Module):
         use_mask=True,
         use_attention=True,
         attention_kernel=1,
-        madd_window=400,
-        madd_factor=3.0,
+        madd_window=DEFAULT_WINDOW,
+        madd_factor=DEFAULT_FACTOR,
         madd_options=None,
     ):
         super().__init__()

@@ -22,7 +22,12 @@ Authors
 import torch
 
 from amser_sb.segments import segment_bounds
-from amser_sb.silence import lengths_to_samples, madd
+from amser_sb.silence import (
+    DEFAULT_FACTOR,
+    DEFAULT_WINDOW,
+    lengths_to_samples,
+    madd,
+)
 
 
 class UtteranceEncoder(torch.nn.Module):
@@ -67,8 +72,8 @@ class UtteranceEncoder(torch.nn.Module):
         segment_seconds=4.0,
         hop_seconds=None,
         use_voiced_mask=True,
-        madd_window=400,
-        madd_factor=3.0,
+        madd_window=DEFAULT_WINDOW,
+        madd_factor=DEFAULT_FACTOR,
         max_segments=16,
     ):
         super().__init__()

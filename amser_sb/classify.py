@@ -25,10 +25,11 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-import soundfile as sf
 import torch
 import torchaudio
 
+from amser_sb.audio import audio_info, read_audio
+from amser_sb.errors import AmserUserError
 from amser_sb.silence import madd
 
 logger = logging.getLogger(__name__)
@@ -45,8 +46,9 @@ MODEL_FILES = (
 )
 
 
-class AudioInputError(ValueError):
-    """An audio file cannot be classified (missing, unreadable, empty)."""
+class ModelFolderMismatchError(AmserUserError, ValueError):
+    """A model folder whose ``hyperparams.yaml`` does not match its weights
+    or its label encoder (e.g. an edited ``n_classes``)."""
 
 
 def load_classifier(
@@ -112,6 +114,7 @@ def load_classifier(
         check_hyperparams(
             os.path.join(source, "hyperparams.yaml"), allow_any_yaml
         )
+        check_model_classes(source)
     elif os.path.sep in source and not source.count("/") == 1:
         raise FileNotFoundError(
             f"model folder {source} does not exist (and is no Hub id)"
@@ -129,12 +132,26 @@ def load_classifier(
         # source: a second model folder with the same name (same default
         # savedir) would silently load the first one's weights. Local
         # folders are re-linked on every load.
-        clf = EncoderClassifier.from_hparams(
-            source=os.path.abspath(source) if local else source,
-            savedir=savedir,
-            run_opts={"device": device},
-            fetch_config=FetchConfig(overwrite=local),
-        )
+        try:
+            clf = EncoderClassifier.from_hparams(
+                source=os.path.abspath(source) if local else source,
+                savedir=savedir,
+                run_opts={"device": device},
+                fetch_config=FetchConfig(overwrite=local),
+            )
+        except RuntimeError as err:
+            if "size mismatch" not in str(err):
+                raise
+            where = os.path.join(source, "hyperparams.yaml")
+            detail = next(
+                line.strip() for line in str(err).splitlines()
+                if "size mismatch" in line
+            )
+            raise ModelFolderMismatchError(
+                f"{where} does not match the weights of the model ({detail}); "
+                "restore the values it was exported with, or re-export the "
+                "model with 'amser-sb export <experiment folder> <model_dir>'"
+            ) from err
     if len(clf.hparams.label_encoder.lab2ind) == 0:
         raise RuntimeError(
             f"model {source} loaded an empty label encoder; its "
@@ -147,62 +164,81 @@ def load_classifier(
     return clf
 
 
-def audio_info(path):
-    """Sample rate, channels and frames of a file, with clear errors.
+def _output_size(classifier_ckpt):
+    """Outputs of a classifier checkpoint: the size of its last bias."""
+    state = torch.load(classifier_ckpt, map_location="cpu", weights_only=True)
+    biases = [v for k, v in state.items() if k.endswith("bias") and v.dim()]
+    return int(biases[-1].shape[0]) if biases else None
+
+
+def check_model_classes(model_dir):
+    """A model folder's ``n_classes`` matches its label encoder and weights.
+
+    An edited ``n_classes`` in ``hyperparams.yaml`` would otherwise surface
+    as a size-mismatch traceback while the weights load.
 
     Arguments
     ---------
-    path : str
-        Audio file.
+    model_dir : str
+        Exported model folder.
 
-    Returns
-    -------
-    soundfile._SoundFileInfo
+    Raises
+    ------
+    ModelFolderMismatchError
+        Naming ``hyperparams.yaml``, the numbers and the fix.
     """
-    if os.path.isdir(path):
-        raise AudioInputError(
-            f"{path} is a directory, not an audio file; pass the files "
-            f"(e.g. {os.path.join(path, '*.wav')})"
-        )
-    if not os.path.isfile(path):
-        raise AudioInputError(f"audio file {path} does not exist")
-    try:
-        info = sf.info(path)
-    except Exception as err:
-        raise AudioInputError(
-            f"cannot read {path} as audio ({err}); convert it to WAV/FLAC"
-        ) from err
-    if info.frames == 0:
-        raise AudioInputError(f"audio file {path} is empty (0 samples)")
-    return info
+    from speechbrain.dataio.encoder import CategoricalEncoder
+
+    from amser_sb.export import read_run_hparams
+
+    hparams_file = os.path.join(model_dir, "hyperparams.yaml")
+    declared = read_run_hparams(hparams_file).get("n_classes")
+    encoder = CategoricalEncoder()
+    encoder.load(os.path.join(model_dir, "label_encoder.ckpt"))
+    labels = [encoder.ind2lab[i] for i in range(len(encoder))]
+    outputs = _output_size(os.path.join(model_dir, "classifier.ckpt"))
+    if declared is None or declared == len(labels) == (outputs or declared):
+        return
+    raise ModelFolderMismatchError(
+        f"{hparams_file}: n_classes is {declared}, but label_encoder.txt "
+        f"holds {len(labels)} classes ({', '.join(labels)}) and "
+        f"classifier.ckpt has {outputs} outputs; set n_classes: "
+        f"{len(labels)} in that file (or re-export the model)"
+    )
 
 
-def read_audio(path, sample_rate=16000, start=0, frames=-1):
+def load_waveform(path, sample_rate, start=0, stop=None):
     """Read (part of) a file as mono float audio at ``sample_rate``.
 
     Arguments
     ---------
     path : str
-        Audio file (any format libsndfile reads).
+        Audio file (any format libsndfile reads; checked by
+        :func:`amser_sb.audio.audio_info`, whose ``AudioError`` names the
+        file and the fix).
     sample_rate : int
         Target rate; other rates are resampled.
-    start, frames : int
-        Portion to read, in samples at the file's own rate.
+    start, stop : int
+        Portion to read ``[start, stop)``, in samples at the file's own
+        rate; ``stop`` None reads to the end.
 
     Returns
     -------
     torch.Tensor
         ``[time]`` float32 waveform (channels averaged).
+
+    Example
+    -------
+    >>> import numpy as np, soundfile
+    >>> path = str(getfixture("tmp_path") / "a.wav")
+    >>> soundfile.write(path, np.zeros((8000, 2)), 8000)
+    >>> load_waveform(path, 16000).shape
+    torch.Size([16000])
     """
-    info = audio_info(path)
-    data, rate = sf.read(
-        path, start=start, frames=frames, dtype="float32", always_2d=True
-    )
-    wav = torch.from_numpy(data).mean(dim=1)
-    if rate != sample_rate and wav.numel() > 0:
+    rate = audio_info(path).samplerate
+    wav = read_audio(path, start=start, stop=stop)
+    if rate != sample_rate:
         wav = torchaudio.functional.resample(wav, rate, sample_rate)
-    if wav.numel() == 0 and info.frames > 0 and frames != 0:
-        raise AudioInputError(f"no samples read from {path} at {start}")
     return wav
 
 
@@ -286,7 +322,7 @@ def classify_file(clf, path, sample_rate=16000):
     -------
     FileResult
     """
-    wav = read_audio(path, sample_rate)
+    wav = load_waveform(path, sample_rate)
     probs = _posteriors(clf, wav.unsqueeze(0), torch.ones(1))[0]
     labels = _labels(clf)
     post = {lab: round(float(p), 4) for lab, p in zip(labels, probs)}
@@ -321,7 +357,7 @@ def iter_windows(path, window, hop, sample_rate=16000):
     start = 0
     while start < info.frames:
         frames = min(win, info.frames - start)
-        wav = read_audio(path, sample_rate, start=start, frames=frames)
+        wav = load_waveform(path, sample_rate, start, start + frames)
         yield start / rate, (start + frames) / rate, wav
         if start + win >= info.frames:
             break

@@ -250,6 +250,7 @@ def _push(args, rest):
 
 
 def _classify(args, rest):
+    from amser_sb.audio import AudioError
     from amser_sb.classify import (
         audio_info,
         classify_file,
@@ -279,7 +280,7 @@ def _classify(args, rest):
                 )
             else:
                 res = classify_file(clf, path)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, AudioError) as err:
             print(f"{path}: error: {err}", file=sys.stderr)
             status = 1
             continue

@@ -39,22 +39,21 @@ import csv
 import logging
 import os
 
-import soundfile
 import speechbrain as sb
 import torch
 
+from amser_sb.audio import audio_info, read_segment
 from amser_sb.segments import segment_bounds
 from amser_sb.silence import intervals_to_mask, parse_intervals
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "AudioError",
     "ManifestError",
     "segment_bounds",
-    "read_segment",
     "voiced_mask",
     "read_manifest",
+    "segment_options",
     "build_segment_dataset",
     "load_label_encoder",
     "check_held_out",
@@ -66,101 +65,8 @@ __all__ = [
 REQUIRED_COLUMNS = ("ID", "wav", "emo", "ambiguous")
 
 
-class AudioError(RuntimeError):
-    """An audio file that cannot be used (unreadable, empty, wrong rate)."""
-
-
 class ManifestError(ValueError):
     """A manifest that does not have the expected schema."""
-
-
-def audio_info(path, sample_rate=16000):
-    """Length of a readable, non-empty, mono audio file at ``sample_rate``.
-
-    Arguments
-    ---------
-    path : str
-        Audio file.
-    sample_rate : int
-        Required sample rate.
-
-    Returns
-    -------
-    int
-        Number of samples.
-
-    Raises
-    ------
-    AudioError
-        Naming the file and the fix when it cannot be used.
-    """
-    try:
-        info = soundfile.info(path)
-    except Exception as err:  # soundfile raises several types
-        raise AudioError(
-            f"cannot read audio file {path}: {err}. Check that the file "
-            "exists and is a valid WAV/FLAC, or re-run the data preparation."
-        ) from err
-    if info.samplerate != sample_rate:
-        raise AudioError(
-            f"{path}: sample rate {info.samplerate} Hz, expected "
-            f"{sample_rate} Hz. Resample the corpus to {sample_rate} Hz "
-            "(IEMOCAP's sentences/wav files are 16 kHz) or set sample_rate."
-        )
-    if info.frames <= 0:
-        raise AudioError(
-            f"{path}: empty audio file (0 samples). Remove it from the "
-            "corpus or re-run the data preparation."
-        )
-    return int(info.frames)
-
-
-def read_segment(path, start=0, stop=None, sample_rate=16000):
-    """Reads samples ``[start, stop)`` of a mono audio file.
-
-    Arguments
-    ---------
-    path : str
-        Audio file (any format soundfile reads).
-    start : int
-        First sample.
-    stop : int, optional
-        One past the last sample; ``None`` reads to the end.
-    sample_rate : int
-        Required sample rate; a different one raises :class:`AudioError`.
-
-    Returns
-    -------
-    torch.Tensor
-        ``[time]`` float32 waveform (a multi-channel file is averaged).
-
-    Raises
-    ------
-    AudioError
-        For unreadable, empty or wrong-rate files, naming the file.
-
-    Example
-    -------
-    >>> import tempfile, os, numpy as np, soundfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "a.wav")
-    >>> soundfile.write(path, np.arange(8) / 10, 16000, subtype="FLOAT")
-    >>> read_segment(path, 2, 5)
-    tensor([0.2000, 0.3000, 0.4000])
-    """
-    audio_info(path, sample_rate)
-    try:
-        data, _ = soundfile.read(
-            path, start=start, stop=stop, dtype="float32", always_2d=True
-        )
-    except Exception as err:
-        raise AudioError(f"cannot read audio file {path}: {err}") from err
-    if data.shape[0] == 0:
-        raise AudioError(
-            f"{path}: no samples in [{start}, {stop}); the manifest's "
-            "segment lies beyond the end of the file. Re-run the data "
-            "preparation (the file may have changed)."
-        )
-    return torch.from_numpy(data.mean(axis=1))
 
 
 def voiced_mask(voiced, start, length):
@@ -199,16 +105,18 @@ def _is_true(value):
 def read_manifest(csv_path, labels, replacements=None):
     """Reads and checks a manifest written by the data preparation.
 
+    The rows come from SpeechBrain's ``DynamicItemDataset.from_csv``
+    (which also substitutes ``$data_root`` and the like).
+
     Arguments
     ---------
     csv_path : str
-        Manifest (``ID, duration, wav, spk_id, session, emo, soft_<label>...,
+        Manifest (``ID, duration, wav, spk_id, group, emo, soft_<label>...,
         ambiguous, voiced``).
     labels : list of str
         Class labels in encoder order; ``soft_<label>`` columns must exist.
     replacements : dict, optional
-        ``{"data_root": "/data"}`` replaces ``$data_root`` in ``wav`` (as
-        SpeechBrain's ``from_csv``).
+        ``{"data_root": "/data"}`` replaces ``$data_root`` in the values.
 
     Returns
     -------
@@ -226,62 +134,105 @@ def read_manifest(csv_path, labels, replacements=None):
             "(prepare_iemocap) first or check save_folder/protocol/fold."
         )
     with open(csv_path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        wanted = list(REQUIRED_COLUMNS) + [f"soft_{lab}" for lab in labels]
-        missing = [col for col in wanted if col not in columns]
-        if missing:
+        columns = next(csv.reader(handle), [])
+    wanted = list(REQUIRED_COLUMNS) + [f"soft_{lab}" for lab in labels]
+    missing = [col for col in wanted if col not in columns]
+    if missing:
+        raise ManifestError(
+            f"manifest {csv_path} lacks columns {missing} (has "
+            f"{columns}); re-run the data preparation."
+        )
+    try:
+        manifest = sb.dataio.dataset.DynamicItemDataset.from_csv(
+            csv_path, replacements=dict(replacements or {})
+        )
+    except (KeyError, ValueError) as err:
+        raise ManifestError(
+            f"manifest {csv_path} cannot be read ({err}); re-run the data "
+            "preparation."
+        ) from err
+    rows = []
+    for line, utt_id in enumerate(manifest.data_ids, start=2):
+        row = manifest.data[utt_id]
+        try:
+            soft = [float(row[f"soft_{lab}"]) for lab in labels]
+        except ValueError as err:
             raise ManifestError(
-                f"manifest {csv_path} lacks columns {missing} (has "
-                f"{columns}); re-run the data preparation."
+                f"{csv_path}, line {line} ({utt_id}): bad soft target: {err}"
+            ) from err
+        ambiguous = _is_true(row["ambiguous"])
+        emo = row["emo"].strip()
+        if not ambiguous and emo not in labels:
+            raise ManifestError(
+                f"{csv_path}, line {line} ({utt_id}): label {emo!r} "
+                f"is not one of {labels} (label_encoder.txt); re-run "
+                "the data preparation."
             )
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            wav = row["wav"]
-            for key, value in (replacements or {}).items():
-                wav = wav.replace(f"${key}", str(value))
-            try:
-                soft = [float(row[f"soft_{lab}"]) for lab in labels]
-            except ValueError as err:
-                raise ManifestError(
-                    f"{csv_path}, line {line} ({row['ID']}): bad soft "
-                    f"target: {err}"
-                ) from err
-            ambiguous = _is_true(row["ambiguous"])
-            emo = row["emo"].strip()
-            if not ambiguous and emo not in labels:
-                raise ManifestError(
-                    f"{csv_path}, line {line} ({row['ID']}): label {emo!r} "
-                    f"is not one of {labels} (label_encoder.txt); re-run "
-                    "the data preparation."
-                )
-            rows.append(
-                {
-                    "ID": row["ID"],
-                    "wav": wav,
-                    "emo": emo,
-                    "ambiguous": ambiguous,
-                    "soft": soft,
-                    "voiced": row.get("voiced"),
-                }
-            )
+        rows.append(
+            {
+                "ID": utt_id,
+                "wav": row["wav"],
+                "emo": emo,
+                "ambiguous": ambiguous,
+                "soft": soft,
+                "voiced": row.get("voiced"),
+            }
+        )
     return rows
+
+
+def segment_options(hparams):
+    """:func:`build_segment_dataset`'s options from the recipe hparams.
+
+    Arguments
+    ---------
+    hparams : dict
+        Recipe hparams (``segment_seconds``, ``segment_hop_seconds``,
+        ``train_segments``, ``use_ambiguous``, ``target_type``,
+        ``use_voiced_mask``, ``sample_rate``).
+
+    Returns
+    -------
+    dict
+        Keyword arguments of :func:`build_segment_dataset`.
+
+    Example
+    -------
+    >>> hparams = {"segment_seconds": 4.0, "segment_hop_seconds": None,
+    ...            "train_segments": "random", "use_ambiguous": True,
+    ...            "target_type": "soft", "use_voiced_mask": True,
+    ...            "sample_rate": 16000}
+    >>> segment_options(hparams)["hop_seconds"] is None
+    True
+    """
+    return {
+        "segment_seconds": hparams["segment_seconds"],
+        "hop_seconds": hparams["segment_hop_seconds"],
+        "train_segments": hparams["train_segments"],
+        "use_ambiguous": hparams["use_ambiguous"],
+        "target_type": hparams["target_type"],
+        "use_voiced_mask": hparams["use_voiced_mask"],
+        "sample_rate": hparams["sample_rate"],
+    }
 
 
 def build_segment_dataset(
     csv_path,
     labels,
-    stage="train",
-    segment_seconds=4.0,
-    hop_seconds=None,
-    train_segments="random",
-    use_ambiguous=True,
-    target_type="soft",
-    use_voiced_mask=True,
-    sample_rate=16000,
+    stage,
+    *,
+    segment_seconds,
+    hop_seconds,
+    train_segments,
+    use_ambiguous,
+    target_type,
+    use_voiced_mask,
+    sample_rate,
     replacements=None,
 ):
     """Builds the segment-level ``DynamicItemDataset`` of one manifest.
+
+    Every option comes from the recipe's YAML (:func:`segment_options`).
 
     Arguments
     ---------
@@ -292,10 +243,10 @@ def build_segment_dataset(
     stage : str
         ``"train"``, ``"valid"`` or ``"test"``; evaluation stages keep clear
         rows only and use every grid segment.
-    segment_seconds : float, optional
+    segment_seconds : float or None
         Segment length (paper: 4 s); ``None`` or 0 for whole utterances.
-    hop_seconds : float, optional
-        Hop between grid segments; defaults to ``segment_seconds``.
+    hop_seconds : float or None
+        Hop between grid segments; None: ``segment_seconds``.
     train_segments : str
         ``"random"`` (one random grid segment per utterance per epoch) or
         ``"all"`` (every grid segment); training only.
@@ -308,7 +259,8 @@ def build_segment_dataset(
         Use the ``voiced`` intervals; when false (or the column is absent)
         the mask is all ones over the real samples.
     sample_rate : int
-        Sample rate of the corpus; other rates raise :class:`AudioError`.
+        Sample rate of the corpus; other rates raise
+        :class:`amser_sb.audio.AudioError`.
     replacements : dict, optional
         ``$key`` substitutions in the ``wav`` column.
 
@@ -349,7 +301,7 @@ def build_segment_dataset(
     for row in rows:
         if row["ambiguous"] and not keep_ambiguous:
             continue
-        num_samples = audio_info(row["wav"], sample_rate)
+        num_samples = audio_info(row["wav"], sample_rate).frames
         bounds = segment_bounds(num_samples, segment, hop)
         soft = list(row["soft"])
         if target_type == "hard" and not row["ambiguous"]:
@@ -551,15 +503,9 @@ def dataio_prep(hparams):
         datasets[stage] = build_segment_dataset(
             os.path.join(fold_folder, f"{stage}.csv"),
             labels,
-            stage=stage,
-            segment_seconds=hparams["segment_seconds"],
-            hop_seconds=hparams.get("segment_hop_seconds"),
-            train_segments=hparams.get("train_segments", "random"),
-            use_ambiguous=hparams["use_ambiguous"],
-            target_type=hparams.get("target_type", "soft"),
-            use_voiced_mask=hparams.get("use_voiced_mask", True),
-            sample_rate=hparams.get("sample_rate", 16000),
+            stage,
             replacements={"data_root": hparams["data_folder"]},
+            **segment_options(hparams),
         )
     return datasets
 
@@ -589,18 +535,18 @@ def loader_options(hparams, dataset, stage):
     """
     key = "train" if stage == "train" else "eval"
     options = dict(hparams[f"{key}_dataloader_options"])
-    if stage != "train" or not hparams.get("dynamic_batching", False):
+    if stage != "train" or not hparams["dynamic_batching"]:
         return options
     sampler = sb.dataio.sampler.DynamicBatchSampler(
         dataset,
         max_batch_length=hparams["max_batch_length"],
-        num_buckets=hparams.get("num_buckets", 10),
+        num_buckets=hparams["num_buckets"],
         length_func=lambda item: item["duration"],
         shuffle=True,
         batch_ordering="random",
-        seed=hparams.get("seed", 42),
+        seed=hparams["seed"],
     )
     return {
         "batch_sampler": sampler,
-        "num_workers": options.get("num_workers", 0),
+        "num_workers": options["num_workers"],
     }

@@ -15,9 +15,10 @@ import pytest
 import soundfile as sf
 import torch
 
+from amser_sb.audio import AudioError
 from amser_sb.classify import (
     SILENCE_LABEL,
-    AudioInputError,
+    ModelFolderMismatchError,
     classify_file,
     classify_long,
     load_classifier,
@@ -164,7 +165,7 @@ def test_stereo_and_other_rates(trained, tmp_path):
 def test_empty_and_silent_audio(trained, tmp_path):
     clf = load_classifier(trained["model"], savedir=str(tmp_path / "sd"))
     sf.write(tmp_path / "empty.wav", np.zeros(0, dtype="float32"), 16000)
-    with pytest.raises(AudioInputError, match="empty"):
+    with pytest.raises(AudioError, match="empty"):
         classify_file(clf, str(tmp_path / "empty.wav"))
     sf.write(tmp_path / "silent.wav", np.zeros(16000 * 10, "float32"), 16000)
     res = classify_long(clf, str(tmp_path / "silent.wav"))
@@ -196,6 +197,50 @@ def test_missing_model_files_are_clear_errors(trained, tmp_path):
                                        savedir=str(tmp_path / "sd2"))
     with pytest.raises(ExportError, match="does not exist"):
         export_model(str(tmp_path / "nope"), str(tmp_path / "out"))
+
+
+def _edited_copy(model, folder, old, new):
+    """A copy of a model folder with one edit of its hyperparams.yaml."""
+    import shutil
+
+    shutil.copytree(model, folder)
+    path = folder / "hyperparams.yaml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+def test_edited_n_classes_is_one_clear_error(trained, tmp_path, capsys):
+    """An edited n_classes names hyperparams.yaml and the fix, and
+    ``amser-sb classify`` prints one line and exits 2 (no size-mismatch
+    traceback)."""
+    from amser_sb.cli import main
+
+    edited = _edited_copy(trained["model"], tmp_path / "edited",
+                          "n_classes: 4", "n_classes: 5")
+    with pytest.raises(ModelFolderMismatchError) as info:
+        load_classifier(str(tmp_path / "edited"),
+                        savedir=str(tmp_path / "sd"))
+    message = str(info.value)
+    assert str(edited) in message and "set n_classes: 4" in message
+    wav = sorted(_wav_paths(trained["root"]).values())[0]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["classify", wav, "--model", str(tmp_path / "edited"),
+              "--savedir", str(tmp_path / "sd")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert err.startswith("error: ") and "n_classes" in err
+
+    # the classifier's own size edited (n_classes itself left alone): the
+    # weights do not fit; still one error naming the file
+    _edited_copy(trained["model"], tmp_path / "edited2",
+                 "n_classes: !ref <n_classes>", "n_classes: 6")
+    with pytest.raises(ModelFolderMismatchError,
+                       match="hyperparams.yaml does not match the weights"):
+        load_classifier(str(tmp_path / "edited2"),
+                        savedir=str(tmp_path / "sd2"))
 
 
 def test_classify_cli_long_recording(trained, tmp_path):

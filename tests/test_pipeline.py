@@ -2,6 +2,7 @@
 
 import csv
 import logging
+import os
 import random
 
 import numpy as np
@@ -10,17 +11,28 @@ import soundfile
 import torch
 from speechbrain.dataio.batch import PaddedBatch
 
+from amser_sb.audio import AudioError, read_segment
+from amser_sb.export import read_run_hparams
 from amser_sb.pipeline import (
-    AudioError,
     ManifestError,
     build_segment_dataset,
-    read_segment,
     segment_bounds,
+    segment_options,
     voiced_mask,
 )
 
 SR = 16000
 LABELS = ["neu", "hap", "sad", "ang"]
+RECIPE = os.path.join(os.path.dirname(__file__), "..", "recipes", "IEMOCAP",
+                      "emotion_recognition", "hparams", "am_resnet_w2v2.yaml")
+#: The recipe's data options (the YAML is their one source).
+OPTIONS = segment_options(read_run_hparams(RECIPE))
+
+
+def _dataset(path, stage="train", **options):
+    """``build_segment_dataset`` with the recipe's options, some changed."""
+    return build_segment_dataset(path, LABELS, stage,
+                                 **dict(OPTIONS, **options))
 COLUMNS = ["ID", "duration", "wav", "spk_id", "session", "emo", "soft_neu",
            "soft_hap", "soft_sad", "soft_ang", "ambiguous", "voiced"]
 
@@ -126,8 +138,8 @@ def test_eval_dataset_uses_every_segment_and_drops_ambiguous(tmp_path,
                                                              caplog):
     path = _manifest(tmp_path, ROWS)
     with caplog.at_level(logging.INFO, logger="amser_sb.pipeline"):
-        data = build_segment_dataset(path, LABELS, stage="valid",
-                                     segment_seconds=1.0)
+        data = _dataset(path, stage="valid",
+                        segment_seconds=1.0)
     assert "leaving out 1 ambiguous of 3" in caplog.text
     items = _items(data)
     # u1: 2.5 s in 1 s segments: 0-1, 1-2, 1.5-2.5 ; u2: one 0.5 s segment
@@ -149,8 +161,8 @@ def test_eval_dataset_uses_every_segment_and_drops_ambiguous(tmp_path,
 
 def test_train_random_segments_one_item_per_utterance(tmp_path):
     path = _manifest(tmp_path, ROWS)
-    data = build_segment_dataset(path, LABELS, stage="train",
-                                 segment_seconds=1.0)
+    data = _dataset(path, stage="train",
+                    segment_seconds=1.0)
     assert len(data) == 3  # ambiguous kept for training
     grid = {(0, 16000), (16000, 32000), (24000, 40000)}
     torch.manual_seed(0)
@@ -170,8 +182,8 @@ def test_train_random_segments_one_item_per_utterance(tmp_path):
 def test_train_all_segments_hard_targets_and_no_ambiguous(tmp_path, caplog):
     path = _manifest(tmp_path, ROWS)
     with caplog.at_level(logging.INFO, logger="amser_sb.pipeline"):
-        data = build_segment_dataset(
-            path, LABELS, stage="train", segment_seconds=1.0,
+        data = _dataset(
+            path, stage="train", segment_seconds=1.0,
             train_segments="all", use_ambiguous=False, target_type="hard",
         )
     assert "use_ambiguous is False" in caplog.text
@@ -182,8 +194,8 @@ def test_train_all_segments_hard_targets_and_no_ambiguous(tmp_path, caplog):
 
 def test_without_voiced_mask_and_whole_utterances(tmp_path):
     path = _manifest(tmp_path, ROWS)
-    data = build_segment_dataset(path, LABELS, stage="test",
-                                 segment_seconds=None, use_voiced_mask=False)
+    data = _dataset(path, stage="test",
+                    segment_seconds=None, use_voiced_mask=False)
     items = _items(data)
     assert [i["sig"].shape[0] for i in items] == [40000, 8000]
     assert all(bool(i["mask"].all()) for i in items)
@@ -191,8 +203,8 @@ def test_without_voiced_mask_and_whole_utterances(tmp_path):
 
 def test_batches_pad_signals_and_masks(tmp_path):
     path = _manifest(tmp_path, ROWS)
-    data = build_segment_dataset(path, LABELS, stage="valid",
-                                 segment_seconds=1.0)
+    data = _dataset(path, stage="valid",
+                    segment_seconds=1.0)
     batch = PaddedBatch(_items(data))
     wavs, lens = batch.sig
     assert wavs.shape == (4, 16000)
@@ -205,23 +217,23 @@ def test_batches_pad_signals_and_masks(tmp_path):
 
 def test_manifest_errors(tmp_path):
     with pytest.raises(ManifestError, match="does not exist"):
-        build_segment_dataset(str(tmp_path / "nope.csv"), LABELS)
+        _dataset(str(tmp_path / "nope.csv"))
     bad = tmp_path / "bad.csv"
     bad.write_text("ID,wav,emo\nx,y,neu\n")
     with pytest.raises(ManifestError, match="lacks columns"):
-        build_segment_dataset(str(bad), LABELS)
+        _dataset(str(bad))
     path = _manifest(tmp_path, [("u9", 8000, "fru", [1, 0, 0, 0], 0, "")])
     with pytest.raises(ManifestError, match="'fru' is not one of"):
-        build_segment_dataset(path, LABELS)
+        _dataset(path)
     path = _manifest(tmp_path, [("u8", 8000, "", [0, 0, 0, 0], 1, "")],
                      name="zero.csv")
     with pytest.raises(ManifestError, match="every soft_<label>"):
-        build_segment_dataset(path, LABELS)
+        _dataset(path)
     # a manifest row whose audio went missing names the file
     path = _manifest(tmp_path, ROWS[:1], name="gone.csv")
     (tmp_path / "u1.wav").unlink()
     with pytest.raises(AudioError, match="u1.wav"):
-        build_segment_dataset(path, LABELS)
+        _dataset(path)
 
 
 def test_dynamic_batches_by_duration(tmp_path):
@@ -229,14 +241,15 @@ def test_dynamic_batches_by_duration(tmp_path):
 
     rows = [(f"d{k}", 8000 * (k + 1), "neu", [1, 0, 0, 0], 0, "")
             for k in range(6)]  # 0.5 .. 3 s
-    data = build_segment_dataset(_manifest(tmp_path, rows), LABELS,
-                                 stage="train", segment_seconds=None)
+    data = _dataset(_manifest(tmp_path, rows),
+                    stage="train", segment_seconds=None)
     hparams = {
         "train_dataloader_options": {"batch_size": 2, "num_workers": 0},
         "eval_dataloader_options": {"batch_size": 2},
         "dynamic_batching": True,
         "max_batch_length": 4.0,
         "num_buckets": 2,
+        "seed": 42,
     }
     assert loader_options(hparams, data, "valid") == {"batch_size": 2}
     options = loader_options(hparams, data, "train")

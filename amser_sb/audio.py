@@ -22,7 +22,6 @@ import dataclasses
 import os
 import struct
 
-import numpy as np
 import soundfile
 import torch
 
@@ -118,6 +117,7 @@ def wav_frames(path):
     Example
     -------
     >>> import tempfile
+    >>> import numpy as np
     >>> path = os.path.join(tempfile.mkdtemp(), "a.wav")
     >>> soundfile.write(path, np.zeros(1000), 16000, subtype="PCM_16")
     >>> wav_frames(path)
@@ -197,6 +197,7 @@ def audio_info(path, sample_rate=None):
     Example
     -------
     >>> import tempfile
+    >>> import numpy as np
     >>> path = os.path.join(tempfile.mkdtemp(), "a.wav")
     >>> soundfile.write(path, np.zeros((800, 2)), 16000)
     >>> info = audio_info(path, sample_rate=16000)
@@ -268,6 +269,10 @@ def audio_info(path, sample_rate=None):
 def read_audio(path, start=0, stop=None, sample_rate=None):
     """Samples ``[start, stop)`` of an audio file as a mono waveform.
 
+    Reads with SpeechBrain's ``speechbrain.dataio.dataio.read_audio``
+    (its ``{"file", "start", "stop"}`` form) after :func:`audio_info`'s
+    checks.
+
     Arguments
     ---------
     path : str or os.PathLike
@@ -293,6 +298,7 @@ def read_audio(path, start=0, stop=None, sample_rate=None):
     Example
     -------
     >>> import tempfile
+    >>> import numpy as np
     >>> path = os.path.join(tempfile.mkdtemp(), "a.wav")
     >>> soundfile.write(path, np.arange(8) / 10, 16000, subtype="FLOAT")
     >>> read_audio(path, 2, 5)
@@ -300,26 +306,37 @@ def read_audio(path, start=0, stop=None, sample_rate=None):
     >>> read_audio(path).shape
     torch.Size([8])
     """
+    from speechbrain.dataio.dataio import read_audio as sb_read_audio
+
     path = os.fspath(path)
-    audio_info(path, sample_rate)
+    info = audio_info(path, sample_rate)
+    start = int(start)
+    empty = AudioError(
+        f"{path}: no samples in [{start}, {stop}) (the file has "
+        f"{info.frames}); the manifest's segment lies beyond the end of the "
+        "file. Re-run the data preparation (the file may have changed).",
+        reason="segment out of range",
+    )
+    if start < 0 or start >= info.frames or (
+        stop is not None and int(stop) <= start
+    ):
+        raise empty
+    # SpeechBrain's reader with a sample range (no "stop": to the end).
+    spec = {"file": path, "start": start}
+    if stop is not None:
+        spec["stop"] = min(int(stop), info.frames)
     try:
-        data, _ = soundfile.read(
-            path, start=start, stop=stop, dtype="float32", always_2d=True
-        )
-    except Exception as err:  # soundfile raises several types
+        wav = sb_read_audio(spec)
+    except (RuntimeError, ValueError) as err:
         raise AudioError(
             f"cannot read audio file {path}: {err}",
             reason="unreadable audio",
         ) from err
-    if data.shape[0] == 0:
-        raise AudioError(
-            f"{path}: no samples in [{start}, {stop}); the manifest's "
-            "segment lies beyond the end of the file. Re-run the data "
-            "preparation (the file may have changed).",
-            reason="segment out of range",
-        )
-    wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    return torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
+    if wav.dim() == 2:  # [time, channels]
+        wav = wav.mean(dim=1)
+    if wav.numel() == 0:
+        raise empty
+    return wav.to(torch.float32).contiguous()
 
 
 def read_segment(path, start=0, stop=None, sample_rate=16000):
@@ -344,6 +361,7 @@ def read_segment(path, start=0, stop=None, sample_rate=16000):
     Example
     -------
     >>> import tempfile
+    >>> import numpy as np
     >>> path = os.path.join(tempfile.mkdtemp(), "a.wav")
     >>> soundfile.write(path, np.zeros(16), 16000)
     >>> read_segment(path, 0, 4).shape

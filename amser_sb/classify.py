@@ -306,7 +306,12 @@ def _posteriors(clf, wavs, wav_lens):
     return out / out.sum(dim=1, keepdim=True)
 
 
-def classify_file(clf, path, sample_rate=16000):
+def _model_rate(clf):
+    """The sample rate a loaded model declares (its ``sample_rate``)."""
+    return int(clf.hparams.sample_rate)
+
+
+def classify_file(clf, path):
     """Classify a whole file.
 
     Arguments
@@ -314,14 +319,14 @@ def classify_file(clf, path, sample_rate=16000):
     clf : EncoderClassifier
         Loaded model.
     path : str
-        Audio file (stereo is downmixed, other rates resampled).
-    sample_rate : int
-        The model's rate.
+        Audio file (stereo is downmixed, other rates resampled to the
+        model's ``sample_rate``).
 
     Returns
     -------
     FileResult
     """
+    sample_rate = _model_rate(clf)
     wav = load_waveform(path, sample_rate)
     probs = _posteriors(clf, wav.unsqueeze(0), torch.ones(1))[0]
     labels = _labels(clf)
@@ -331,7 +336,7 @@ def classify_file(clf, path, sample_rate=16000):
     )
 
 
-def iter_windows(path, window, hop, sample_rate=16000):
+def iter_windows(path, window, hop, sample_rate):
     """Yield ``(start_s, end_s, wav)`` windows of a file, read one by one.
 
     Arguments
@@ -369,10 +374,8 @@ def classify_long(
     path,
     window=4.0,
     hop=2.0,
-    sample_rate=16000,
     batch_size=8,
     min_voiced=0.1,
-    madd_kwargs=None,
 ):
     """Per-window emotions with timestamps for a recording of any length.
 
@@ -383,21 +386,23 @@ def classify_long(
     path : str
         Audio file.
     window, hop : float
-        Window length and hop, seconds.
-    sample_rate : int
-        The model's rate.
+        Window length and hop, seconds (the windows are read at the
+        model's ``sample_rate``).
     batch_size : int
         Windows classified together (bounds memory).
     min_voiced : float
-        Windows whose MADD-voiced fraction is below this are ``silence``.
-    madd_kwargs : dict, optional
-        MADD options (``window``, ``factor``, ...).
+        Windows whose MADD-voiced fraction (with the model's
+        ``madd_window`` and ``madd_factor``) is below this are
+        ``silence``.
 
     Returns
     -------
     FileResult
         Overall label (``silence`` if no window is voiced) and windows.
     """
+    sample_rate = _model_rate(clf)
+    madd_options = {"window": int(clf.hparams.madd_window),
+                    "factor": float(clf.hparams.madd_factor)}
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     labels = _labels(clf)
@@ -428,7 +433,7 @@ def classify_long(
 
     for start, end, wav in iter_windows(path, window, hop, sample_rate):
         duration = end
-        _, mask = madd(wav, **(madd_kwargs or {}))
+        _, mask = madd(wav, **madd_options)
         voiced = float(mask.mean()) if wav.numel() else 0.0
         res = WindowResult(start, end, SILENCE_LABEL, {}, voiced)
         results.append(res)

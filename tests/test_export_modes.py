@@ -18,6 +18,7 @@ from speechbrain.inference.classifiers import EncoderClassifier
 from amser_sb.brain import find_best_checkpoint
 from amser_sb.cv import run_fold
 from amser_sb.export import ExportError, check_export, export_model
+from amser_sb.yaml_trust import disallowed_targets
 
 HPARAMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                        "recipes", "IEMOCAP", "emotion_recognition", "hparams")
@@ -107,6 +108,9 @@ def test_export_reproduces_every_trained_tensor(config, corpus,
     fold = _train(corpus, tiny_w2v2_group, tmp_path / "exp", recipe, extra)
     model_dir = tmp_path / "model"
     export_model(str(fold), str(model_dir))
+    # the folder passes the allow-list classify and push check
+    assert disallowed_targets((model_dir / "hyperparams.yaml").read_text()) \
+        == []
     best = find_best_checkpoint(str(fold / "save"))
     clf = _assert_same_weights(model_dir, best.path, tmp_path / "sd")
     segment_model = clf.mods.embedding_model.encoder

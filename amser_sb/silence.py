@@ -61,7 +61,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+#: MADD window in samples (25 ms at 16 kHz): the one default of every
+#: ``madd_window`` argument in the code (recipe YAMLs state their value).
 DEFAULT_WINDOW = 400
+#: MADD factor ``f``: the one default of every ``madd_factor`` argument.
 DEFAULT_FACTOR = 3.0
 DEFAULT_ABS_FLOOR = 1e-4
 DEFAULT_MAX_RATIO = 0.1

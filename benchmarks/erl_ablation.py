@@ -63,6 +63,18 @@ ROWS = {
         "AM-ResNet + encoder, cross-attention",
         {"mode": "fusion", "ssl_layer_weights": True},
     ),
+    # The paper's two stages: AM-ResNet of the ``am_resnet`` row (same
+    # fold, best valid UA) loaded and frozen, fusion + classifier trained.
+    "fusion_2stage": (
+        "AM-ResNet (stage 1, frozen) + encoder, cross-attention",
+        {"mode": "fusion", "ssl_layer_weights": True,
+         "freeze_am_resnet": True, "stage1_folder": "{am_resnet}"},
+    ),
+    "concat_2stage": (
+        "AM-ResNet (stage 1, frozen) + encoder, concatenation",
+        {"mode": "concat", "fusion": None, "ssl_layer_weights": True,
+         "freeze_am_resnet": True, "stage1_folder": "{am_resnet}"},
+    ),
 }
 
 #: Training settings of every row (CPU-sized; the paper's are in the YAML).
@@ -176,6 +188,12 @@ def main(argv=None):
         for item in args.set:
             name, _, value = item.partition("=")
             values[name] = value
+        if values.get("stage1_folder") == "{am_resnet}":
+            stage1 = os.path.join(out, tag, "am_resnet", "grouped")
+            if not os.path.isdir(os.path.join(stage1, "fold_1")):
+                parser.error(f"row {key} needs the am_resnet row's folds in "
+                             f"{stage1}: run --rows am_resnet first")
+            values["stage1_folder"] = os.path.join(stage1, "fold_{fold}")
         argv_row = [HPARAMS, "--folds", args.folds, "--device", "cpu"]
         for name, value in values.items():
             value = "null" if value is None else value

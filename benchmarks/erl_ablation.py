@@ -150,6 +150,10 @@ def main(argv=None):
     parser.add_argument("--window_seconds", type=float, default=None,
                         help="Whisper encoder window (default: 30 s)")
     parser.add_argument("--out", default="results/erl_ablation")
+    parser.add_argument("--variant", default="",
+                        help="suffix of the rows' output folders, so that "
+                        "a run with other --set values does not resume "
+                        "an earlier one")
     parser.add_argument("--set", action="append", default=[],
                         metavar="KEY=VALUE",
                         help="extra override of every row")
@@ -179,11 +183,11 @@ def main(argv=None):
             "data_folder": data,
             "ssl_hub": args.ssl_hub,
             "ssl_window_seconds": args.window_seconds,
-            "output_root": os.path.join(out, tag, key),
+            "output_root": os.path.join(out, tag, key + args.variant),
             "manifest_folder": os.path.join(out, "manifests"),
             "feature_cache_folder": os.path.join(out, "feature_cache"),
             "pretrained_folder": os.path.join(out, "pretrained_models"),
-            "experiment_name": f"erl_{key}",
+            "experiment_name": f"erl_{key}{args.variant}",
         })
         for item in args.set:
             name, _, value = item.partition("=")
@@ -201,11 +205,12 @@ def main(argv=None):
         start = time.time()
         result = run_cv(argv_row)
         minutes = (time.time() - start) / 60
-        folder = os.path.join(out, tag, key, "grouped")
+        folder = os.path.join(out, tag, key + args.variant, "grouped")
         folds = [f["fold"] for f in result.get("folds", [])] or range(1, 6)
         pooled = pooled_scores(folder, folds)
         table.append((label, result["mean_std"], pooled, minutes))
-        with open(os.path.join(out, f"ablation_{tag}.json"), "w") as handle:
+        with open(os.path.join(out, f"ablation_{tag}{args.variant}.json"),
+                  "w") as handle:
             json.dump([{"row": r[0], "summary": r[1], "pooled": r[2],
                         "minutes": r[3]} for r in table], handle, indent=2)
 

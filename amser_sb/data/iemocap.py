@@ -75,6 +75,7 @@ from amser_sb.data.manifest import (
 )
 from amser_sb.data.registry import Corpus
 from amser_sb.labels import IEMOCAP_4
+from amser_sb.silence import DEFAULT_FACTOR, DEFAULT_WINDOW
 
 logger = logging.getLogger(__name__)
 
@@ -240,8 +241,8 @@ def prepare_iemocap(
     ambiguous_min_mass=0.5,
     include_self_evaluation=False,
     use_ambiguous=True,
-    madd_window=400,
-    madd_factor=3.0,
+    madd_window=DEFAULT_WINDOW,
+    madd_factor=DEFAULT_FACTOR,
     seed=1234,
     valid_ratio=0.1,
     sessions=SESSIONS,

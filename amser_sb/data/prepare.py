@@ -80,6 +80,7 @@ from amser_sb.data.presets import (
 )
 from amser_sb.data.registry import Corpus, register
 from amser_sb.labels import ClassSet
+from amser_sb.silence import DEFAULT_FACTOR, DEFAULT_WINDOW
 
 logger = logging.getLogger(__name__)
 
@@ -190,8 +191,8 @@ def prepare_corpus(
     seed=1234,
     min_sample_rate=SAMPLE_RATE,
     extensions=(".wav",),
-    madd_window=400,
-    madd_factor=3.0,
+    madd_window=DEFAULT_WINDOW,
+    madd_factor=DEFAULT_FACTOR,
 ):
     """Prepare manifests, ``skipped.csv``, label encoder and folds.
 

@@ -21,6 +21,7 @@ import logging
 import sys
 
 from amser_sb.data.registry import get_corpus
+from amser_sb.silence import DEFAULT_FACTOR, DEFAULT_WINDOW
 
 __all__ = ["main"]
 
@@ -57,9 +58,9 @@ def parse_args(argv=None):
                         help="count the actors' self-evaluations as votes")
     parser.add_argument("--no_ambiguous", action="store_true",
                         help="leave ambiguous utterances out of train")
-    parser.add_argument("--madd_window", type=int, default=400,
+    parser.add_argument("--madd_window", type=int, default=DEFAULT_WINDOW,
                         help="MADD window, samples")
-    parser.add_argument("--madd_factor", type=float, default=3.0,
+    parser.add_argument("--madd_factor", type=float, default=DEFAULT_FACTOR,
                         help="MADD factor f (silent if d < f * min(d))")
     parser.add_argument("--seed", type=int, default=1234,
                         help="seed of the session protocol's valid draw")

@@ -32,6 +32,8 @@ CONFIGS = {
     # mode fusion with another fusion class, declared in the recipe's YAML
     # (the inference template once always built CrossAttentionFusion)
     "fusion-concat-class": ("concat_class.yaml", {}, "ConcatFusion"),
+    "fusion-ssl-skip": ("am_resnet_w2v2.yaml", {"fusion_ssl_skip": True},
+                        "CrossAttentionFusion"),
     "am_resnet": ("am_resnet.yaml", {}, None),
     "ssl": ("w2v2_baseline.yaml", {"freeze_ssl": True}, None),
 }

@@ -108,3 +108,25 @@ def test_concat_fusion():
     assert torch.allclose(out[0, :16], am[0].mean(0), atol=1e-6)
     assert torch.allclose(out[0, 16:], w2v[0].mean(0), atol=1e-6)
     assert ConcatFusion().out_dim is None
+
+
+def test_ssl_skip_appends_the_pooled_encoder_features():
+    torch.manual_seed(0)
+    plain = CrossAttentionFusion(am_dim=16, ssl_dim=24, d_model=32).eval()
+    skip = CrossAttentionFusion(am_dim=16, ssl_dim=24, d_model=32,
+                                ssl_skip=True).eval()
+    skip.load_state_dict(plain.state_dict())  # no parameters of its own
+    am, w2v = make_streams()
+    am_b, am_lens = pad_with_garbage(am)
+    w2v_b, w2v_lens = pad_with_garbage(w2v)
+    with torch.no_grad():
+        out = skip(am_b, am_lens, w2v_b, w2v_lens)
+        assert out.shape == (3, 128 + 24) and skip.out_dim == 152
+        assert torch.equal(out[:, :128], plain(am_b, am_lens, w2v_b, w2v_lens))
+        for i in range(3):  # padding never reaches the skip path
+            assert torch.allclose(out[i, 128:], w2v[i].mean(dim=0), atol=1e-6)
+    # Training: dropout on the fused part only.
+    skip.train()
+    out = skip(am_b, am_lens, w2v_b, w2v_lens)
+    assert (out[:, :128] == 0).any()
+    assert torch.allclose(out[:, 128:], masked_mean(w2v_b, w2v_lens))

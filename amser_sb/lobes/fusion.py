@@ -23,6 +23,12 @@ What the paper does not state, and is chosen here (all hparams):
   own valid wav2vec2 frames to its own valid AM-ResNet frames (the
   windows of ``adaptive_avg_pool1d``), so padding never enters the pooling.
 
+Beyond the paper, ``ssl_skip=True`` appends the mean-pooled encoder
+features to the fused vector (after a dropout of ``skip_dropout`` on the
+fused part), so the classifier always sees what the encoder alone gives;
+on small corpora the cross-attention block otherwise memorises the
+training set (see the recipe README).
+
 ``ConcatFusion`` is the paper's concatenation ablation: mean-pool each
 stream, concatenate.
 
@@ -130,6 +136,11 @@ class CrossAttentionFusion(torch.nn.Module):
         Hidden size of each stream's feed-forward layer (default 256).
     dropout : float
         Dropout in attention and feed-forward layers (default 0.1).
+    ssl_skip : bool
+        Append the mean-pooled encoder features ``[batch, ssl_dim]`` to the
+        fused vector (default False: the paper's model).
+    skip_dropout : float
+        With ``ssl_skip``, dropout on the fused part (default 0.5).
 
     Example
     -------
@@ -138,6 +149,12 @@ class CrossAttentionFusion(torch.nn.Module):
     >>> lens = torch.tensor([1.0, 0.5])
     >>> fusion(am, lens, ssl, lens).shape, fusion.out_dim
     (torch.Size([2, 512]), 512)
+    >>> skip = CrossAttentionFusion(am_dim=64, ssl_dim=32, ssl_skip=True)
+    >>> out = skip.eval()(am, lens, ssl, lens)
+    >>> out.shape, skip.out_dim
+    (torch.Size([2, 544]), 544)
+    >>> torch.allclose(out[:, 512:], masked_mean(ssl, lens))
+    True
     """
 
     def __init__(
@@ -148,6 +165,8 @@ class CrossAttentionFusion(torch.nn.Module):
         n_heads=4,
         ffn_dim=256,
         dropout=0.1,
+        ssl_skip=False,
+        skip_dropout=0.5,
     ):
         super().__init__()
         self.proj_am = torch.nn.Linear(am_dim, d_model)
@@ -162,7 +181,9 @@ class CrossAttentionFusion(torch.nn.Module):
         self.norm_ssl = torch.nn.LayerNorm(2 * d_model)
         self.ffn_am = self._ffn(2 * d_model, ffn_dim, dropout)
         self.ffn_ssl = self._ffn(2 * d_model, ffn_dim, dropout)
-        self.out_dim = 4 * d_model
+        self.ssl_skip = ssl_skip
+        self.skip_dropout = torch.nn.Dropout(skip_dropout)
+        self.out_dim = 4 * d_model + (ssl_dim if ssl_skip else 0)
 
     @staticmethod
     def _ffn(dim, hidden, dropout):
@@ -191,7 +212,8 @@ class CrossAttentionFusion(torch.nn.Module):
         Returns
         -------
         torch.Tensor
-            ``[batch, 4 * d_model]``.
+            ``[batch, 4 * d_model]`` (``[batch, 4 * d_model + ssl_dim]``
+            with ``ssl_skip``).
         """
         time = am_feats.shape[1]
         n_am = _abs_lengths(am_lens, time)
@@ -211,7 +233,11 @@ class CrossAttentionFusion(torch.nn.Module):
         ssl = self.norm_ssl(torch.cat([ssl, ssl_got], dim=-1))
         ssl = ssl + self.ffn_ssl(ssl)
         lens = n_am.to(am.dtype) / time
-        return torch.cat([masked_mean(am, lens), masked_mean(ssl, lens)], -1)
+        fused = torch.cat([masked_mean(am, lens), masked_mean(ssl, lens)], -1)
+        if not self.ssl_skip:
+            return fused
+        pooled = masked_mean(ssl_feats, ssl_lens)
+        return torch.cat([self.skip_dropout(fused), pooled], -1)
 
 
 class ConcatFusion(torch.nn.Module):

@@ -17,6 +17,8 @@ import textwrap
 import pytest
 import torch
 
+from tiny_run import tiny_run_values
+
 from amser_sb.distributed import ShardedBatchSampler
 
 RECIPE = os.path.abspath(os.path.join(
@@ -111,27 +113,11 @@ def setup(tmp_path_factory):
 
 
 def _args(setup, out, batch_size, **extra):
-    """``--key=value`` overrides of a tiny run (see test_recipe.py)."""
-    values = {
-        "data_folder": setup["corpus"],
-        "ssl_hub": setup["w2v"],
-        "output_root": str(out),
-        "feature_cache_folder": str(out / "cache"),
-        "pretrained_folder": str(out / "pretrained"),
-        "prepare_sessions": "[1, 2]",
-        "prepare_num_workers": 1,
-        "number_of_epochs": 2,
-        "batch_size": batch_size,
-        "num_workers": 0,
-        "segment_seconds": 1.0,
-        "train_segments": "all",
-        "am_resnet_channels": 8,
-        "fusion_dim": 16,
-        "fusion_heads": 2,
-        "fusion_ffn_dim": 32,
-        "ckpt_interval_minutes": 0,
-    }
-    values.update(extra)
+    """``--key=value`` overrides of a tiny run (``tiny_run_values``)."""
+    values = tiny_run_values(
+        setup["corpus"], setup["w2v"], out, number_of_epochs=2,
+        batch_size=batch_size, train_segments="all", **extra,
+    )
     return [f"--{key}={value}" for key, value in values.items()]
 
 

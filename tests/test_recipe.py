@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from tiny_run import tiny_run_values
+
 from amser_sb import cv
 from amser_sb.brain import AMSERBrain
 from amser_sb.cv import RecipeError, load_hparams, run_fold
@@ -36,25 +38,8 @@ def corpus(tmp_path_factory):
 
 def _overrides(corpus, w2v, out, epochs=2, **extra):
     """Command-line overrides of a tiny, fast run."""
-    values = {
-        "data_folder": corpus,
-        "ssl_hub": w2v,
-        "output_root": str(out),
-        "feature_cache_folder": str(out / "cache"),
-        "pretrained_folder": str(out / "pretrained"),
-        "prepare_sessions": "[1, 2]",
-        "prepare_num_workers": 1,
-        "number_of_epochs": epochs,
-        "batch_size": 8,
-        "num_workers": 0,
-        "segment_seconds": 1.0,
-        "am_resnet_channels": 8,
-        "fusion_dim": 16,
-        "fusion_heads": 2,
-        "fusion_ffn_dim": 32,
-        "ckpt_interval_minutes": 0,
-    }
-    values.update(extra)
+    values = tiny_run_values(corpus, w2v, out, number_of_epochs=epochs,
+                             batch_size=8, **extra)
     return [f"--{key}={value}" for key, value in values.items()]
 
 

@@ -9,6 +9,8 @@ import re
 import pytest
 import torch
 
+from tiny_run import tiny_run_values
+
 from amser_sb.brain import AMSERBrain
 from amser_sb.cv import run_fold
 
@@ -29,27 +31,10 @@ def corpus(tmp_path_factory):
 
 
 def _overrides(corpus, w2v, out):
-    values = {
-        "data_folder": corpus,
-        "ssl_hub": w2v,
-        "output_root": str(out),
-        "feature_cache_folder": str(out / "cache"),
-        "pretrained_folder": str(out / "pretrained"),
-        "prepare_sessions": "[1, 2]",
-        "prepare_num_workers": 1,
-        "number_of_epochs": 3,
-        "batch_size": 4,
-        "num_workers": 0,
-        "segment_seconds": 1.0,
-        "train_segments": "random",
-        "fusion_dropout": 0.3,
-        "use_feature_cache": False,
-        "am_resnet_channels": 8,
-        "fusion_dim": 16,
-        "fusion_heads": 2,
-        "fusion_ffn_dim": 32,
-        "ckpt_interval_minutes": 0,
-    }
+    values = tiny_run_values(
+        corpus, w2v, out, number_of_epochs=3, batch_size=4,
+        train_segments="random", fusion_dropout=0.3, use_feature_cache=False,
+    )
     return "\n".join(f"{k}: {v}" for k, v in values.items())
 
 

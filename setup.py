@@ -22,9 +22,8 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["amser_sb", "amser_sb.*"]),
     include_package_data=True,
-    # the inference template used by `amser-sb export` (found next to the
-    # package in a source checkout, under <prefix>/share/amser-sb otherwise)
-    data_files=[("share/amser-sb/hparams", ["hparams/inference.yaml"])],
+    # the inference template of `amser-sb export`, next to its module
+    package_data={"amser_sb.inference": ["inference.yaml"]},
     install_requires=[
         "speechbrain>=1.1,<1.2",
         "torch>=2.1",
@@ -37,7 +36,7 @@ setup(
         "matplotlib",
         "tqdm",
     ],
-    # ctranslate2: only the tests of amser_sb.ct2 (they compare runtimes)
+    # ctranslate2: only the tests of amser_sb.weights.ct2 (they compare runtimes)
     extras_require={"test": ["pytest>=7", "ctranslate2>=4.0"]},
     entry_points={"console_scripts": ["amser-sb=amser_sb.cli:main"]},
 )

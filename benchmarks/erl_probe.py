@@ -56,7 +56,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from amser_sb.lobes import SSLBackbone
-    from amser_sb.metrics import confusion_matrix, unweighted_accuracy
+    from amser_sb.core.metrics import confusion_matrix, unweighted_accuracy
 
     kwargs = {}
     if args.window_seconds is not None:

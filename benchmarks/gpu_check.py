@@ -2,7 +2,7 @@
 """GPU check: the full model on one GPU and with DDP on all visible GPUs.
 
 Needs CUDA (exits with a message otherwise). What runs: the recipe's fold
-(``amser_sb.cv.run_fold``, i.e. ``train.py``) on a generated
+(``amser_sb.training.run.run_fold``, i.e. ``train.py``) on a generated
 IEMOCAP-layout corpus with a randomly initialised wav2vec2 of exactly
 wav2vec2-base's architecture (``build_random_wav2vec2(size="base")``, the
 compute of the real checkpoint; ``--ssl_hub`` takes a real one), the full
@@ -47,8 +47,8 @@ HPARAMS = os.path.join(RECIPE, "hparams", "am_resnet_w2v2.yaml")
 WORKER = textwrap.dedent('''
     import json, os, statistics, sys, time
     import torch
-    from amser_sb import cv
-    from amser_sb.brain import AMSERBrain
+    from amser_sb.training import run
+    from amser_sb.training.brain import AMSERBrain
 
     out, hparams_file, warmup, precision, *args = sys.argv[1:]
     warmup = int(warmup)
@@ -69,7 +69,7 @@ WORKER = textwrap.dedent('''
     torch.cuda.reset_peak_memory_stats()
     overrides = "\\n".join(a[2:].replace("=", ": ", 1) for a in args)
     run_opts = {"noprogressbar": True, "precision": precision}
-    cv.run_fold(hparams_file, run_opts, overrides)
+    run.run_fold(hparams_file, run_opts, overrides)
     timed, segments = times[warmup:], sum(sizes[warmup:])
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump({

@@ -17,8 +17,8 @@ The model folder is built without training, the way users get one:
    training checkpoint (``save/CKPT+.../embedding_model.ckpt``,
    ``classifier.ckpt``, a meta UA) in a fold folder next to the run's plain
    ``hyperparams.yaml`` and ``label_encoder.txt``;
-3. ``amser_sb.export.export_model`` writes the model folder;
-4. ``amser_sb.classify.load_classifier`` loads it with SpeechBrain's plain
+3. ``amser_sb.inference.export.export_model`` writes the model folder;
+4. ``amser_sb.inference.classify.load_classifier`` loads it with SpeechBrain's plain
    ``EncoderClassifier`` (offline), exactly as ``amser-sb classify`` does.
 
 The audio is a synthetic speech-like recording (default 60 s): harmonic
@@ -176,7 +176,7 @@ def build_model_folder(workdir, size, feat_extract_norm="group"):
     from speechbrain.dataio.encoder import CategoricalEncoder
     from speechbrain.utils.checkpoints import Checkpointer
 
-    from amser_sb.export import export_model
+    from amser_sb.inference.export import export_model
     from amser_sb.lobes import build_random_wav2vec2
 
     tag = f"{size}_{feat_extract_norm}"
@@ -311,7 +311,7 @@ def run_mode(clf, mode, recording, clips, batch_size):
 
     Posteriors are one ``[classes]`` list per clip or per classified window.
     """
-    from amser_sb.classify import classify_file, classify_long
+    from amser_sb.inference.classify import classify_file, classify_long
 
     spec = MODES[mode][1]
     start, cpu = time.perf_counter(), time.process_time()
@@ -352,7 +352,7 @@ def deviation(posts, ref):
 
 def load(model_dir, workdir, precision):
     """Load the exported model with one precision (own savedir)."""
-    from amser_sb.classify import load_classifier
+    from amser_sb.inference.classify import load_classifier
 
     return load_classifier(
         model_dir,
@@ -371,7 +371,7 @@ def rss_worker(args):
     """
     import soundfile as sf
 
-    from amser_sb.classify import classify_long
+    from amser_sb.inference.classify import classify_long
 
     model_dir, workdir, precision = args.rss_worker
     path = os.path.join(workdir, "audio", "rss_20s.wav")

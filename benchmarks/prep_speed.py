@@ -30,7 +30,7 @@ import shutil
 import tempfile
 import time
 
-from amser_sb.data.iemocap import prepare_iemocap
+from amser_sb.data.corpora.iemocap import prepare_iemocap
 from amser_sb.data.manifest import read_csv
 from amser_sb.data.synthetic import make_iemocap_corpus
 

@@ -6,9 +6,9 @@ import threading
 import pytest
 
 from amser_sb.cli import main
-from amser_sb.data.atomic_write import atomic_open
+from amser_sb.core.atomic_write import atomic_open
 from amser_sb.data.manifest import write_csv
-from amser_sb.run_lock import RunLock
+from amser_sb.training.run_lock import RunLock
 
 
 def test_concurrent_writers_never_share_a_temporary(tmp_path):

@@ -1,4 +1,4 @@
-"""amser_sb.audio: one reader, one error type, every bad file named."""
+"""amser_sb.core.audio: one reader, one error type, every bad file named."""
 
 import os
 
@@ -7,8 +7,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from amser_sb.audio import AudioError, audio_info, read_audio, wav_frames
-from amser_sb.errors import AmserUserError
+from amser_sb.core.audio import AudioError, audio_info, read_audio, wav_frames
+from amser_sb.core.errors import AmserUserError
 
 
 def _wav(path, frames=1600, channels=1, rate=16000, subtype="PCM_16"):

@@ -11,7 +11,7 @@ import torch
 from speechbrain.utils.checkpoints import DEFAULT_SAVE_HOOKS, torch_save
 from speechbrain.utils.epoch_loop import EpochCounter
 
-from amser_sb.checkpoints import SafeCheckpointer, check_param_file
+from amser_sb.core.checkpoints import SafeCheckpointer, check_param_file
 
 HPARAMS = os.path.join(os.path.dirname(__file__), "..", "recipes", "IEMOCAP",
                        "emotion_recognition", "hparams")
@@ -114,12 +114,12 @@ def test_recipe_hparams_use_the_safe_checkpointer():
     for path in glob.glob(os.path.join(HPARAMS, "*.yaml")):
         text = open(path).read()
         if "checkpointer:" in text:
-            assert "!new:amser_sb.checkpoints.SafeCheckpointer" in text, path
+            assert "!new:amser_sb.core.checkpoints.SafeCheckpointer" in text, path
 
 
 def test_checkpoint_without_rng_state_still_loads(tmp_path):
     """Checkpoints written before the generator states were saved."""
-    from amser_sb.rng_state import RNGState
+    from amser_sb.training.rng_state import RNGState
 
     _save_two(tmp_path)
     model = torch.nn.Linear(3, 2)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from amser_sb.cli import build_parser, main
+from amser_sb.cli.main import build_parser, main
 
 
 def test_prepare_iemocap_default(tmp_path):

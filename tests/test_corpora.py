@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from amser_sb.cli import add_prepare_arguments, run_prepare
-from amser_sb.data import presets
-from amser_sb.data.folds import stratified_grouped_folds
-from amser_sb.data.prepare import prepare_corpus
-from amser_sb.data.presets import PRESETS
-from amser_sb.silence import parse_intervals
+from amser_sb.cli.prepare import add_prepare_arguments, run_prepare
+from amser_sb.data.corpora import presets
+from amser_sb.data.protocols.splits import stratified_grouped_folds
+from amser_sb.data.corpora.named_files import prepare_corpus
+from amser_sb.data.corpora.presets import PRESETS
+from amser_sb.core.madd import parse_intervals
 
 SR = 16000
 
@@ -370,7 +370,7 @@ def test_truncated_wav_is_skipped(tmp_path, caplog):
     with open(path, "r+b") as handle:
         handle.truncate(44 + 2 * 14200)
     save = str(tmp_path / "prep")
-    with caplog.at_level(logging.INFO, logger="amser_sb.data.prepare"):
+    with caplog.at_level(logging.INFO, logger="amser_sb.data.corpora.named_files"):
         summary = prepare_corpus("crema-d", root, save)
     assert skipped(save) == {"1001_IEO_SAD_XX.wav": "truncated audio"}
     (row,) = read(os.path.join(save, "skipped.csv"))

@@ -19,8 +19,9 @@ ctranslate2 = pytest.importorskip("ctranslate2")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from amser_sb import cli, fetch  # noqa: E402
-from amser_sb.ct2 import (  # noqa: E402
+from amser_sb import cli
+from amser_sb.weights import fetch  # noqa: E402
+from amser_sb.weights.ct2 import (  # noqa: E402
     CT2FormatError,
     convert_ct2_whisper,
     read_ct2_model,

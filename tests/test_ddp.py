@@ -19,7 +19,7 @@ import torch
 
 from tiny_run import tiny_run_values
 
-from amser_sb.distributed import ShardedBatchSampler
+from amser_sb.training.distributed import ShardedBatchSampler
 
 RECIPE = os.path.abspath(os.path.join(
     os.path.dirname(__file__), "..", "recipes", "IEMOCAP",
@@ -32,8 +32,8 @@ FULL = os.path.join(RECIPE, "hparams", "am_resnet_w2v2.yaml")
 WORKER = textwrap.dedent('''
     import json, os, sys
     import speechbrain as sb
-    from amser_sb import cv
-    from amser_sb.brain import AMSERBrain
+    from amser_sb.training import cv, run
+    from amser_sb.training.brain import AMSERBrain
 
     mode, out, hparams_file, *args = sys.argv[1:]
     rank = int(os.environ.get("RANK", 0))
@@ -67,7 +67,7 @@ WORKER = textwrap.dedent('''
         if mode == "fold":
             overrides = "\\n".join(
                 a[2:].replace("=", ": ", 1) for a in args)
-            cv.run_fold(hparams_file,
+            run.run_fold(hparams_file,
                         {"device": "cpu", "noprogressbar": True}, overrides)
         else:
             cv.run_cv([hparams_file, "--device=cpu", "--noprogressbar",

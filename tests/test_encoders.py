@@ -203,9 +203,9 @@ def test_folder_without_config_is_a_clear_error(tmp_path):
 def test_whisper_model_trains_exports_and_loads_offline(tmp_path):
     """A fused Whisper model: train 1 epoch, export, plain
     EncoderClassifier in a fresh offline process = training-time scores."""
-    from amser_sb.cv import run_fold
+    from amser_sb.training.run import run_fold
     from amser_sb.data.synthetic import make_iemocap_corpus
-    from amser_sb.export import export_model
+    from amser_sb.inference.export import export_model
 
     corpus = tmp_path / "IEMOCAP_full_release"
     make_iemocap_corpus(corpus, utts_per_speaker=4, sessions=(1, 2),
@@ -269,8 +269,8 @@ def test_whisper_model_trains_exports_and_loads_offline(tmp_path):
 
 
 def test_deprecated_wav2vec2_names_still_work(tmp_path, caplog):
-    from amser_sb.hparams_loading import RecipeError, load_hparams
-    from amser_sb.overrides import rename_deprecated
+    from amser_sb.config.hparams_loading import RecipeError, load_hparams
+    from amser_sb.config.overrides import rename_deprecated
 
     folder = build_random_whisper(tmp_path / "w")
     overrides = (f"wav2vec2_hub: {folder}\nfreeze_wav2vec2: True\n"

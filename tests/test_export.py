@@ -15,17 +15,18 @@ import pytest
 import soundfile as sf
 import torch
 
-from amser_sb.audio import AudioError
-from amser_sb.classify import (
+from amser_sb.core.audio import AudioError
+from amser_sb.inference.classify import (
     SILENCE_LABEL,
     ModelFolderMismatchError,
     classify_file,
     classify_long,
     load_classifier,
 )
-from amser_sb.cv import run_fold
-from amser_sb.export import ExportError, export_model
-from amser_sb.hub import ModelFolderError, push_model, validate_model_folder
+from amser_sb.training.run import run_fold
+from amser_sb.inference.export import ExportError, export_model
+from amser_sb.inference.run_folder import RunFolderError
+from amser_sb.inference.hub import ModelFolderError, push_model, validate_model_folder
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FULL = os.path.join(HERE, "..", "recipes", "IEMOCAP", "emotion_recognition",
@@ -195,7 +196,7 @@ def test_missing_model_files_are_clear_errors(trained, tmp_path):
     with pytest.raises(Exception):
         EncoderClassifier.from_hparams(source=str(broken),
                                        savedir=str(tmp_path / "sd2"))
-    with pytest.raises(ExportError, match="does not exist"):
+    with pytest.raises(RunFolderError, match="does not exist"):
         export_model(str(tmp_path / "nope"), str(tmp_path / "out"))
 
 
@@ -293,7 +294,7 @@ def test_push_dry_run_validates_and_lists(trained, capsys):
 PUSH_ONLINE_SCRIPT = """
 import sys
 
-import amser_sb.hub as hub
+import amser_sb.inference.hub as hub
 
 assert "huggingface_hub" not in sys.modules  # first imported while loading
 calls = []

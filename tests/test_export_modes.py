@@ -15,10 +15,10 @@ import pytest
 import torch
 from speechbrain.inference.classifiers import EncoderClassifier
 
-from amser_sb.brain import find_best_checkpoint
-from amser_sb.cv import run_fold
-from amser_sb.export import ExportError, check_export, export_model
-from amser_sb.yaml_trust import disallowed_targets
+from amser_sb.training.brain import find_best_checkpoint
+from amser_sb.training.run import run_fold
+from amser_sb.inference.export import ExportError, check_export, export_model
+from amser_sb.config.yaml_trust import disallowed_targets
 
 HPARAMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                        "recipes", "IEMOCAP", "emotion_recognition", "hparams")
@@ -142,7 +142,7 @@ def test_export_reproduces_every_trained_tensor(config, corpus,
 def test_export_that_loses_a_module_fails_and_writes_nothing(
         corpus, tiny_w2v2_group, tmp_path, monkeypatch):
     """The check runs inside export: nothing lands in model_dir."""
-    import amser_sb.export as export
+    import amser_sb.inference.export as export
 
     fold = _train(corpus, tiny_w2v2_group, tmp_path / "exp",
                   "am_resnet.yaml", {})

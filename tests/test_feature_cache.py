@@ -9,7 +9,7 @@ import pytest
 import soundfile
 import torch
 
-from amser_sb.feature_cache import FeatureCache, backbone_identity
+from amser_sb.training.feature_cache import FeatureCache, backbone_identity
 from amser_sb.lobes import AMSER, AMResNet, CrossAttentionFusion, SSLBackbone
 
 
@@ -131,7 +131,7 @@ def test_corrupt_entry_is_recomputed(backbone, tmp_path, caplog):
     entry = cache._entry(cache.audio_key(path, 0, 16000))
     with open(entry, "wb") as handle:
         handle.write(b"truncated")
-    with caplog.at_level(logging.WARNING, logger="amser_sb.feature_cache"):
+    with caplog.at_level(logging.WARNING, logger="amser_sb.training.feature_cache"):
         again, _ = cache.features([sig], [path], [0], [16000])
     assert "unreadable cache entry" in caplog.text
     assert torch.equal(again, ref) and cache.misses == 2

@@ -1,22 +1,21 @@
-"""Cross-validation protocols (amser_sb.data.folds), on generated rows."""
+"""Cross-validation protocols (amser_sb.data.protocols), on generated rows."""
 
 import os
 import random
 
 import pytest
 
-from amser_sb.data.folds import (
+from amser_sb.data.protocols.fold_files import check_fold, write_folds
+from amser_sb.data.protocols.splits import (
     Fold,
-    check_fold,
     grouped_holdout,
     grouped_k_folds,
     leave_one_group_out,
     partner_valid_folds,
     stratified_holdout,
-    write_folds,
 )
 from amser_sb.data.manifest import read_manifest
-from amser_sb.labels import IEMOCAP_4
+from amser_sb.core.labels import IEMOCAP_4
 
 CLASSES = ("neu", "hap", "sad", "ang")
 

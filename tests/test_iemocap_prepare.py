@@ -11,19 +11,19 @@ import pytest
 import soundfile as sf
 import torch
 
-from amser_sb.data.iemocap import prepare_iemocap
-from amser_sb.data.iemocap_annotations import (
+from amser_sb.data.corpora.iemocap import prepare_iemocap
+from amser_sb.data.corpora.iemocap_annotations import (
     AnnotationError,
     parse_emo_evaluation,
 )
 from amser_sb.data.manifest import read_csv, read_stamp
 from amser_sb.data.synthetic import make_iemocap_corpus
-from amser_sb.labels import IEMOCAP_4
-from amser_sb.silence import madd, mask_to_intervals, parse_intervals
+from amser_sb.core.labels import IEMOCAP_4
+from amser_sb.core.madd import madd, mask_to_intervals, parse_intervals
 
 REPO = Path(__file__).resolve().parents[1]
 SOFT = ["soft_neu", "soft_hap", "soft_sad", "soft_ang"]
-# Reference mapping, written independently of amser_sb.labels.
+# Reference mapping, written independently of amser_sb.core.labels.
 REF_CAT = {"neutral": 0, "neutral state": 0, "happiness": 1, "excited": 1,
            "sadness": 2, "anger": 3}
 REF_CODE = {"neu": "neu", "hap": "hap", "exc": "hap", "sad": "sad",
@@ -466,7 +466,7 @@ def test_bad_wavs_are_logged_skips_naming_the_file(tmp_path, caplog):
     sf.write(stereo, np.stack([wav, wav], axis=1), sr)
     sf.write(rate, sf.read(rate, dtype="float32")[0], 8000)
     Path(garbage).write_bytes(b"RIFF\x00\x00not a wav at all")
-    with caplog.at_level(logging.INFO, logger="amser_sb.data.iemocap"):
+    with caplog.at_level(logging.INFO, logger="amser_sb.data.corpora.iemocap"):
         out = prepare_iemocap(truth["root"], tmp_path / "p", sessions=(1,),
                               num_workers=2)
     skipped = by_id(read_csv(out["skipped"]))
@@ -496,7 +496,7 @@ def test_all_silent_wav_is_kept_with_a_warning(tmp_path, caplog):
     u = next(iter(truth["utterances"].values()))
     n = sf.info(u["wav"]).frames  # as long as its annotated turn
     sf.write(u["wav"], np.zeros(n, dtype=np.float32), 16000)
-    with caplog.at_level(logging.INFO, logger="amser_sb.data.iemocap"):
+    with caplog.at_level(logging.INFO, logger="amser_sb.data.corpora.iemocap"):
         out = prepare_iemocap(truth["root"], tmp_path / "p", sessions=(1,),
                               num_workers=1)
     row = by_id(read_csv(out["all"]))[u["id"]]
@@ -540,8 +540,8 @@ def test_cli(corpus, tmp_path, capsys):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     # No duplicated logic: the script runs the registry's IEMOCAP corpus.
-    from amser_sb.data.iemocap import IemocapCorpus
-    from amser_sb.data.registry import get_corpus
+    from amser_sb.data.corpora.iemocap import IemocapCorpus
+    from amser_sb.data.corpora.registry import get_corpus
 
     assert module.CORPUS is get_corpus("iemocap")
     assert isinstance(module.CORPUS, IemocapCorpus)
@@ -576,7 +576,7 @@ def test_truncated_and_cut_wavs_are_skipped(tmp_path, caplog):
     # A valid wav holding a quarter of its turn.
     wav, _ = sf.read(cut["wav"], dtype="float32")
     sf.write(cut["wav"], wav[: len(wav) // 4], 16000)
-    with caplog.at_level(logging.INFO, logger="amser_sb.data.iemocap"):
+    with caplog.at_level(logging.INFO, logger="amser_sb.data.corpora.iemocap"):
         out = prepare_iemocap(truth["root"], tmp_path / "p", sessions=(1,),
                               num_workers=1)
     skipped = by_id(read_csv(out["skipped"]))

@@ -13,8 +13,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from amser_sb.classify import classify_file, classify_long, load_classifier
-from amser_sb.precision import Autocast, reduce_precision
+from amser_sb.inference.classify import classify_file, classify_long, load_classifier
+from amser_sb.inference.precision import Autocast, reduce_precision
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.path.join(HERE, "..", "benchmarks", "inference_speed.py")

@@ -1,10 +1,10 @@
-"""Class sets, category mapping and soft targets (amser_sb.labels)."""
+"""Class sets, category mapping and soft targets (amser_sb.core.labels)."""
 
 import random
 
 import pytest
 
-from amser_sb.labels import (
+from amser_sb.core.labels import (
     IEMOCAP_4,
     ClassSet,
     normalize_category,

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from amser_sb.losses import balanced_class_weights, soft_target_cross_entropy
+from amser_sb.core.losses import balanced_class_weights, soft_target_cross_entropy
 
 
 def _random_case(seed, batch=7, n_classes=4):

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from amser_sb.lobes import AMResNet, MaskResBlock, VoicedAttention
-from amser_sb.silence import madd
+from amser_sb.core.madd import madd
 
 
 def speechlike(n, seed, silence=None):

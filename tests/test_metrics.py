@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from amser_sb.metrics import (
+from amser_sb.core.metrics import (
     ClassificationStats,
     confusion_matrix,
     macro_f1,

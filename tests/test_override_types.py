@@ -4,15 +4,15 @@ import os
 
 import pytest
 
-from amser_sb.hparams_loading import RecipeError, load_hparams
-from amser_sb.override_types import check_override_types
+from amser_sb.config.hparams_loading import RecipeError, load_hparams
+from amser_sb.config.override_types import check_override_types
 
 FULL = os.path.join(os.path.dirname(__file__), "..", "recipes", "IEMOCAP",
                     "emotion_recognition", "hparams", "am_resnet_w2v2.yaml")
 
 
 def test_batch_size_abc_is_refused_before_preparation(tmp_path, monkeypatch):
-    import amser_sb.hparams_loading as hparams_loading
+    import amser_sb.config.hparams_loading as hparams_loading
 
     def no_yaml_loading(*args, **kwargs):
         raise AssertionError("the hparams were built despite a bad override")

@@ -11,9 +11,9 @@ import soundfile
 import torch
 from speechbrain.dataio.batch import PaddedBatch
 
-from amser_sb.audio import AudioError, read_segment
-from amser_sb.export import read_run_hparams
-from amser_sb.pipeline import (
+from amser_sb.core.audio import AudioError, read_segment
+from amser_sb.inference.export import read_run_hparams
+from amser_sb.training.pipeline import (
     ManifestError,
     build_segment_dataset,
     segment_bounds,
@@ -137,7 +137,7 @@ def _items(dataset):
 def test_eval_dataset_uses_every_segment_and_drops_ambiguous(tmp_path,
                                                              caplog):
     path = _manifest(tmp_path, ROWS)
-    with caplog.at_level(logging.INFO, logger="amser_sb.pipeline"):
+    with caplog.at_level(logging.INFO, logger="amser_sb.training.pipeline"):
         data = _dataset(path, stage="valid",
                         segment_seconds=1.0)
     assert "leaving out 1 ambiguous of 3" in caplog.text
@@ -181,7 +181,7 @@ def test_train_random_segments_one_item_per_utterance(tmp_path):
 
 def test_train_all_segments_hard_targets_and_no_ambiguous(tmp_path, caplog):
     path = _manifest(tmp_path, ROWS)
-    with caplog.at_level(logging.INFO, logger="amser_sb.pipeline"):
+    with caplog.at_level(logging.INFO, logger="amser_sb.training.pipeline"):
         data = _dataset(
             path, stage="train", segment_seconds=1.0,
             train_segments="all", use_ambiguous=False, target_type="hard",
@@ -237,7 +237,7 @@ def test_manifest_errors(tmp_path):
 
 
 def test_dynamic_batches_by_duration(tmp_path):
-    from amser_sb.pipeline import loader_options
+    from amser_sb.training.pipeline import loader_options
 
     rows = [(f"d{k}", 8000 * (k + 1), "neu", [1, 0, 0, 0], 0, "")
             for k in range(6)]  # 0.5 .. 3 s
@@ -264,7 +264,7 @@ def test_dynamic_batches_by_duration(tmp_path):
 
 
 def test_a_test_speaker_in_valid_is_refused(tmp_path):
-    from amser_sb.pipeline import check_held_out
+    from amser_sb.training.pipeline import check_held_out
 
     def write(stage, speakers):
         with open(tmp_path / f"{stage}.csv", "w", newline="") as handle:

@@ -14,9 +14,10 @@ import pytest
 
 from tiny_run import tiny_run_values
 
-from amser_sb import cv
-from amser_sb.brain import AMSERBrain
-from amser_sb.cv import RecipeError, load_hparams, run_fold
+from amser_sb.training import cv
+from amser_sb.training.brain import AMSERBrain
+from amser_sb.config.hparams_loading import RecipeError, load_hparams
+from amser_sb.training.run import run_fold
 
 RECIPE = os.path.join(
     os.path.dirname(__file__), "..", "recipes", "IEMOCAP", "emotion_recognition"

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import soundfile as sf
 
-from amser_sb.export import export_model
+from amser_sb.inference.export import export_model
 
 RECIPE = os.path.abspath(os.path.join(
     os.path.dirname(__file__), "..", "recipes", "IEMOCAP",

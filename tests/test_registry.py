@@ -2,12 +2,12 @@
 
 import pytest
 
-from amser_sb.data import registry
-from amser_sb.data.iemocap import IemocapCorpus
-from amser_sb.data.prepare import NamedFilesCorpus
-from amser_sb.data.presets import PRESETS
-from amser_sb.data.registry import Corpus, CorpusError, get_corpus
-from amser_sb.errors import AmserUserError
+from amser_sb.data.corpora import registry
+from amser_sb.data.corpora.iemocap import IemocapCorpus
+from amser_sb.data.corpora.named_files import NamedFilesCorpus
+from amser_sb.data.corpora.presets import PRESETS
+from amser_sb.data.corpora.registry import Corpus, CorpusError, get_corpus
+from amser_sb.core.errors import AmserUserError
 
 
 def test_every_corpus_is_registered_once():
@@ -57,7 +57,7 @@ def test_a_new_corpus_registers_itself(tmp_path):
         hparams = {"data_folder": "d", "manifest_folder": "m",
                    "protocol": "official", "skip_prep": False,
                    "dataset": "label-files-test"}
-        from amser_sb.cv import prepare_data
+        from amser_sb.training.run import prepare_data
 
         prepare_data(hparams)  # cv's preparation goes through the registry
         assert calls == [("d", "m", "official", {})]
@@ -70,8 +70,8 @@ def test_a_new_corpus_registers_itself(tmp_path):
 def test_hparams_options_match_prepare_signatures():
     import inspect
 
-    from amser_sb.data.iemocap import prepare_iemocap
-    from amser_sb.data.prepare import prepare_corpus
+    from amser_sb.data.corpora.iemocap import prepare_iemocap
+    from amser_sb.data.corpora.named_files import prepare_corpus
 
     for corpus, fn in ((get_corpus("iemocap"), prepare_iemocap),
                        (get_corpus("custom"), prepare_corpus)):

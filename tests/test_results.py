@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from amser_sb.cv import fold_test_groups, summarize_folds, write_results
+from amser_sb.training.results import fold_test_groups, summarize_folds, write_results
 
 
 def _fold(folder, protocol, k, rows):

@@ -1,6 +1,6 @@
 """A run resumed after an interruption equals the uninterrupted run, bit
 for bit, with dropout and random training segments on (the generators'
-states are checkpointed: ``amser_sb.rng_state``)."""
+states are checkpointed: ``amser_sb.training.rng_state``)."""
 
 import glob
 import os
@@ -11,8 +11,8 @@ import torch
 
 from tiny_run import tiny_run_values
 
-from amser_sb.brain import AMSERBrain
-from amser_sb.cv import run_fold
+from amser_sb.training.brain import AMSERBrain
+from amser_sb.training.run import run_fold
 
 RECIPE = os.path.join(os.path.dirname(__file__), "..", "recipes", "IEMOCAP",
                       "emotion_recognition")

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from amser_sb.run_lock import (
+from amser_sb.training.run_lock import (
     LOCK_NAME,
     RunLock,
     RunLockError,
@@ -21,7 +21,7 @@ from amser_sb.run_lock import (
 
 HOLD = (
     "import sys, time\n"
-    "from amser_sb.run_lock import RunLock\n"
+    "from amser_sb.training.run_lock import RunLock\n"
     "lock = RunLock(sys.argv[1]).acquire()\n"
     "print('held', flush=True)\n"
     "time.sleep(120)\n"
@@ -53,7 +53,7 @@ def test_second_live_run_is_refused(holder):
 
 
 def test_train_fold_is_refused_before_doing_anything(holder):
-    from amser_sb.cv import train_fold
+    from amser_sb.training.run import train_fold
 
     folder, _ = holder
     with pytest.raises(RunLockError, match="is in use by training"):

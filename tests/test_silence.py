@@ -1,9 +1,9 @@
-"""Tests for MADD (amser_sb.silence) against a brute-force reference."""
+"""Tests for MADD (amser_sb.core.madd) against a brute-force reference."""
 
 import pytest
 import torch
 
-from amser_sb.silence import (
+from amser_sb.core.madd import (
     format_intervals,
     intervals_to_mask,
     madd,

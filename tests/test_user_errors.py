@@ -19,9 +19,9 @@ FULL = os.path.join(RECIPE, "hparams", "am_resnet_w2v2.yaml")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_w2v2_group):
     """A tiny corpus, one trained fold and its exported model folder."""
-    from amser_sb.cv import run_fold
+    from amser_sb.training.run import run_fold
     from amser_sb.data.synthetic import make_iemocap_corpus
-    from amser_sb.export import export_model
+    from amser_sb.inference.export import export_model
 
     root = tmp_path_factory.mktemp("usererr")
     corpus = root / "IEMOCAP_full_release"
@@ -104,9 +104,9 @@ def test_prepare_errors(trained, tmp_path, capsys):
 
 
 def test_malformed_annotation_line(tmp_path, capsys):
-    from amser_sb.data.iemocap import prepare_iemocap
+    from amser_sb.data.corpora.iemocap import prepare_iemocap
     from amser_sb.data.synthetic import make_iemocap_corpus
-    from amser_sb.user_errors import report_user_errors
+    from amser_sb.config.user_errors import report_user_errors
 
     corpus = tmp_path / "IEMOCAP"
     make_iemocap_corpus(corpus, utts_per_speaker=2, sessions=(1,),
@@ -132,7 +132,7 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_our_bugs_keep_their_traceback(monkeypatch, tmp_path):
-    import amser_sb.hub as hub
+    import amser_sb.inference.hub as hub
 
     def bug(*args, **kwargs):
         raise KeyError("a bug of ours")
@@ -208,6 +208,6 @@ def test_hyperparams_running_code_is_refused(trained, tmp_path, capsys):
 
 
 def test_exported_model_passes_the_yaml_check(trained):
-    from amser_sb.yaml_trust import check_hyperparams
+    from amser_sb.config.yaml_trust import check_hyperparams
 
     check_hyperparams(os.path.join(trained["model"], "hyperparams.yaml"))

@@ -5,11 +5,11 @@ import os
 
 import pytest
 
-from amser_sb.yaml_trust import disallowed_targets
+from amser_sb.config.yaml_trust import disallowed_targets
 
 PACKAGE = os.path.join(os.path.dirname(__file__), "..", "amser_sb")
-TEMPLATE = os.path.join(os.path.dirname(__file__), "..", "hparams",
-                        "inference.yaml")
+TEMPLATE = os.path.join(os.path.dirname(__file__), "..", "amser_sb",
+                        "inference", "inference.yaml")
 
 
 def test_template_is_allowed():

@@ -14,7 +14,7 @@ Converting once (rather than on the fly) keeps every epoch's data loading
 as cheap as IEMOCAP's and lets the feature cache and the ``voiced`` sample
 intervals refer to one fixed signal.
 
-Files are read through :mod:`amser_sb.audio`, so that an unreadable, empty,
+Files are read through :mod:`amser_sb.core.audio`, so that an unreadable, empty,
 truncated or Git-LFS-pointer file becomes a skip reason naming the file
 and the fix, never a silent short signal.
 
@@ -30,13 +30,13 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from amser_sb.audio import AudioError, audio_info, read_audio
-from amser_sb.silence import format_intervals, madd, mask_to_intervals
+from amser_sb.core.audio import AudioError, audio_info, read_audio
+from amser_sb.core.madd import format_intervals, madd, mask_to_intervals
 
 SAMPLE_RATE = 16000
 WAV16K_FOLDER = "wav16k"
 
-#: ``skipped.csv`` reason of each :class:`amser_sb.audio.AudioError` kind
+#: ``skipped.csv`` reason of each :class:`amser_sb.core.audio.AudioError` kind
 #: (others are ``unreadable audio``).
 AUDIO_SKIP_REASONS = {
     "missing audio": "missing wav",
@@ -127,7 +127,7 @@ def madd_options(window, factor):
     """Every MADD keyword argument: the two given, the rest at defaults.
 
     Defaults are recorded too, so that a change of them in
-    ``amser_sb.silence`` invalidates a preparation's stamp.
+    ``amser_sb.core.madd`` invalidates a preparation's stamp.
 
     Arguments
     ---------
@@ -139,7 +139,7 @@ def madd_options(window, factor):
     Returns
     -------
     dict
-        Keyword arguments of :func:`amser_sb.silence.madd`.
+        Keyword arguments of :func:`amser_sb.core.madd.madd`.
 
     Example
     -------
@@ -164,7 +164,7 @@ def voiced_intervals(wav, options):
     wav : numpy.ndarray
         ``[time]`` float waveform at 16 kHz.
     options : dict
-        Keyword arguments of :func:`amser_sb.silence.madd`
+        Keyword arguments of :func:`amser_sb.core.madd.madd`
         (:func:`madd_options`).
 
     Returns
@@ -196,7 +196,7 @@ def analyse_audio(path, out_path, min_sample_rate, madd_options):
     min_sample_rate : int
         Lower rates are refused.
     madd_options : dict
-        Keyword arguments of ``amser_sb.silence.madd``.
+        Keyword arguments of ``amser_sb.core.madd.madd``.
 
     Returns
     -------

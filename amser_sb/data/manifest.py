@@ -19,7 +19,7 @@ class set with classes ``c1 .. cK``::
   for ambiguous rows;
 * ``soft_*``: the soft target (sums to 1); ``ambiguous``: 0 or 1;
 * ``voiced``: the MADD mask as space-separated ``start:end`` sample
-  intervals, end exclusive (``amser_sb.silence.parse_intervals``).
+  intervals, end exclusive (``amser_sb.core.madd.parse_intervals``).
 
 ``all.csv`` adds ``code`` (the corpus's consensus code) and ``status``
 (``used`` or the reason the row is skipped); ``skipped.csv`` lists every
@@ -41,7 +41,7 @@ import logging
 import os
 import shutil
 
-from amser_sb.data.atomic_write import atomic_open
+from amser_sb.core.atomic_write import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def manifest_columns(class_set):
 
     Arguments
     ---------
-    class_set : amser_sb.labels.ClassSet
+    class_set : amser_sb.core.labels.ClassSet
         The classes (one ``soft_<class>`` column each).
 
     Returns
@@ -73,7 +73,7 @@ def manifest_columns(class_set):
 
     Example
     -------
-    >>> from amser_sb.labels import IEMOCAP_4
+    >>> from amser_sb.core.labels import IEMOCAP_4
     >>> manifest_columns(IEMOCAP_4)[5:]  # doctest: +NORMALIZE_WHITESPACE
     ['emo', 'soft_neu', 'soft_hap', 'soft_sad', 'soft_ang',
      'ambiguous', 'voiced']
@@ -149,7 +149,7 @@ def write_manifest(path, rows, class_set, extra_columns=()):
         Output CSV.
     rows : iterable of dict
         Rows with at least the manifest columns.
-    class_set : amser_sb.labels.ClassSet
+    class_set : amser_sb.core.labels.ClassSet
         Decides the ``soft_*`` columns.
     extra_columns : sequence of str
         Further columns appended after the manifest columns.
@@ -164,7 +164,7 @@ def read_manifest(path, class_set):
     ---------
     path : str or os.PathLike
         A manifest CSV.
-    class_set : amser_sb.labels.ClassSet
+    class_set : amser_sb.core.labels.ClassSet
         The class set it was written for.
 
     Returns

@@ -42,7 +42,8 @@ import os
 import torch
 import torch.nn.functional as F
 
-from amser_sb.silence import lengths_to_samples
+from amser_sb.core.lengths import lengths_to_samples
+from amser_sb.core.errors import AmserUserError
 
 #: model_type -> SpeechEncoder subclass (filled by ``__init_subclass__``).
 ENCODERS = {}
@@ -304,7 +305,7 @@ def hf_config_dict(config):
     }
 
 
-class EncoderSourceError(ValueError):
+class EncoderSourceError(AmserUserError, ValueError):
     """An encoder source (hub id, folder, configuration) that cannot serve."""
 
 

@@ -58,12 +58,8 @@ import torch
 import torch.nn.functional as F
 from speechbrain.dataio.dataio import length_to_mask
 
-from amser_sb.silence import (
-    DEFAULT_FACTOR,
-    DEFAULT_WINDOW,
-    lengths_to_samples,
-    madd,
-)
+from amser_sb.core.lengths import lengths_to_samples
+from amser_sb.core.madd import DEFAULT_FACTOR, DEFAULT_WINDOW, madd
 
 
 def conv_output_length(lengths, kernel_size, stride, padding):
@@ -371,7 +367,7 @@ class AMResNet(torch.nn.Module):
     attention_kernel : int
         Kernel of the attention convolution (default 1).
     madd_window, madd_factor : int, float
-        MADD's ``s`` and ``f`` (see ``amser_sb.silence.madd``), used when
+        MADD's ``s`` and ``f`` (see ``amser_sb.core.madd.madd``), used when
         ``forward`` gets no mask.
     madd_options : dict, optional
         Further keyword arguments of ``madd``.

@@ -10,7 +10,7 @@ reproduces exactly that for whole waveforms, so SpeechBrain's plain
 evaluation:
 
 1. MADD runs on each whole utterance (as the data preparation does);
-2. the utterance is cut with :func:`amser_sb.segments.segment_bounds`;
+2. the utterance is cut with :func:`amser_sb.core.segments.segment_bounds`;
 3. every segment (with its slice of the mask) goes through the segment
    encoder (``AMSER``), a bounded number at a time;
 4. the segment embeddings of each utterance are averaged -> ``[B, 1, D]``.
@@ -21,13 +21,9 @@ Authors
 
 import torch
 
-from amser_sb.segments import segment_bounds
-from amser_sb.silence import (
-    DEFAULT_FACTOR,
-    DEFAULT_WINDOW,
-    lengths_to_samples,
-    madd,
-)
+from amser_sb.core.segments import segment_bounds
+from amser_sb.core.lengths import lengths_to_samples
+from amser_sb.core.madd import DEFAULT_FACTOR, DEFAULT_WINDOW, madd
 
 
 class UtteranceEncoder(torch.nn.Module):

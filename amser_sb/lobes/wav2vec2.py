@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from speechbrain.dataio.dataio import length_to_mask
 
 from amser_sb.lobes.encoder import SpeechEncoder, hf_config_dict
-from amser_sb.silence import lengths_to_samples
+from amser_sb.core.lengths import lengths_to_samples
 
 #: Variance floor of ``Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm``.
 NORM_EPS = 1e-7
@@ -290,7 +290,7 @@ class Wav2Vec2Encoder(SpeechEncoder):
         A Hugging Face model configuration (``config.json`` as a dict): the
         backbone is built from it with random weights, without reading or
         downloading anything, for weights that a checkpoint loads next
-        (exported models embed it; see ``amser_sb.export``). Needs an
+        (exported models embed it; see ``amser_sb.inference.export``). Needs an
         explicit ``normalize``.
     window_seconds : None
         Only None (no fixed input window; the option is Whisper's).

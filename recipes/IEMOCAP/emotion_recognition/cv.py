@@ -10,7 +10,7 @@ and interrupted folds), then writes ``results.md`` and ``results.json``
         --data_folder=/data/IEMOCAP_full_release \\
         --protocol speaker [--folds 1,2] [--key=value ...]
 
-Same as ``amser-sb cv``; the logic is ``amser_sb.cv.run_cv``.
+Same as ``amser-sb cv``; the logic is ``amser_sb.training.cv.run_cv``.
 
 Authors
  * amser-sb contributors 2026
@@ -18,7 +18,7 @@ Authors
 
 import sys
 
-from amser_sb.cv import main
+from amser_sb.training.cv import main
 
 if __name__ == "__main__":
     sys.exit(main())

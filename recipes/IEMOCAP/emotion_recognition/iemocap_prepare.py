@@ -3,9 +3,9 @@
 
 Writes the CSV manifests (soft targets, MADD voiced intervals), the skipped
 list, the label encoder and the cross-validation folds. The preparation is
-the ``iemocap`` corpus of ``amser_sb.data.registry`` (the one that
+the ``iemocap`` corpus of ``amser_sb.data.corpora.registry`` (the one that
 ``train.py`` and ``amser-sb prepare`` run too;
-``amser_sb.data.iemocap.prepare_iemocap``).
+``amser_sb.data.corpora.iemocap.prepare_iemocap``).
 
 Usage::
 
@@ -20,8 +20,8 @@ import argparse
 import logging
 import sys
 
-from amser_sb.data.registry import get_corpus
-from amser_sb.silence import DEFAULT_FACTOR, DEFAULT_WINDOW
+from amser_sb.data.corpora.registry import get_corpus
+from amser_sb.core.madd import DEFAULT_FACTOR, DEFAULT_WINDOW
 
 __all__ = ["main"]
 

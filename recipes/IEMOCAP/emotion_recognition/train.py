@@ -17,9 +17,9 @@ On several GPUs (or CPU processes), one fold with DDP::
 
 (``batch_size`` is per process; see the recipe README for multi-node runs).
 Every fold in one command, with a results table: ``python cv.py`` (same
-arguments). The training loop is ``amser_sb.brain.AMSERBrain``; the data
+arguments). The training loop is ``amser_sb.training.brain.AMSERBrain``; the data
 pipeline (4 s segments, voiced masks, soft targets) is
-``amser_sb.pipeline``. Everything else is in the hparams file.
+``amser_sb.training.pipeline``. Everything else is in the hparams file.
 
 Authors
  * amser-sb contributors 2026
@@ -29,10 +29,10 @@ import sys
 
 import speechbrain as sb
 
-from amser_sb.cv import train_fold
-from amser_sb.distributed import init_distributed
-from amser_sb.hparams_loading import load_hparams
-from amser_sb.user_errors import debug_requested, user_error_message
+from amser_sb.training.run import train_fold
+from amser_sb.training.distributed import init_distributed
+from amser_sb.config.hparams_loading import load_hparams
+from amser_sb.config.user_errors import debug_requested, user_error_message
 
 if __name__ == "__main__":
     # Command line: hparams file, SpeechBrain run options, --key=value.

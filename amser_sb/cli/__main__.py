@@ -1,0 +1,5 @@
+import sys
+
+from amser_sb.cli.main import main
+
+sys.exit(main())

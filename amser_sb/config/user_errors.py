@@ -1,0 +1,124 @@
+"""User errors as one line and exit status 2; tracebacks for our bugs.
+
+The ``amser-sb`` command and the recipe's ``train.py`` run their work
+through :func:`report_user_errors`: an error the user can fix (a subclass
+of :class:`amser_sb.core.errors.AmserUserError` (every error class of the
+project for bad input derives from it), a YAML syntax error, a file that is
+missing or cannot be written) is printed as ``error: <message>`` naming
+the file and the fix, and the process exits with status 2. Anything else
+is a bug of ours and keeps its traceback. ``--debug`` (``amser-sb --debug
+<command>``) or ``AMSER_SB_DEBUG=1`` shows the traceback of user errors
+too.
+
+Authors
+ * amser-sb contributors
+"""
+
+import contextlib
+import importlib
+import os
+import sys
+
+from amser_sb.core.errors import USER_ERROR_STATUS, AmserUserError
+
+def user_error_types():
+    """The exception classes that are the user's to fix.
+
+    Returns
+    -------
+    tuple of type
+
+    Example
+    -------
+    >>> AmserUserError in user_error_types()
+    True
+    """
+    types = [AmserUserError]
+    for module in ("yaml", "ruamel.yaml"):
+        try:
+            types.append(importlib.import_module(module).YAMLError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(types)
+
+
+def user_error_message(err):
+    """The one-line message for a user error.
+
+    Arguments
+    ---------
+    err : BaseException
+
+    Returns
+    -------
+    str or None
+        ``error: ...``; None when ``err`` is not a user error (a bug).
+
+    Example
+    -------
+    >>> user_error_message(PermissionError(13, "Permission denied", "/ro/x"))
+    'error: cannot write /ro/x: permission denied; make it writable or choose another folder'
+    >>> user_error_message(KeyError("n")) is None
+    True
+    """
+    if isinstance(err, PermissionError):
+        where = err.filename or "a file"
+        return (
+            f"error: cannot write {where}: permission denied; make it "
+            "writable or choose another folder"
+        )
+    if isinstance(err, FileNotFoundError):
+        if err.filename and err.strerror is not None:
+            return f"error: {err.filename} does not exist; check the path"
+        return f"error: {err}"  # ours: the message names the file
+    if isinstance(err, user_error_types()):
+        if _is_yaml(err):
+            text = " ".join(str(err).split())
+            return f"error: YAML syntax error: {text}; fix the file"
+        return f"error: {err}"
+    return None
+
+
+def _is_yaml(err):
+    return type(err).__name__.endswith("YAMLError") or "yaml" in (
+        type(err).__module__ or ""
+    )
+
+
+def debug_requested(argv=()):
+    """Whether tracebacks of user errors were asked for.
+
+    Arguments
+    ---------
+    argv : sequence of str
+        Command-line arguments (``--debug`` among them).
+
+    Returns
+    -------
+    bool
+    """
+    env = os.environ.get("AMSER_SB_DEBUG", "")
+    return "--debug" in argv or env not in ("", "0")
+
+
+@contextlib.contextmanager
+def report_user_errors(debug=False):
+    """Turn a user error of the block into one line and ``SystemExit(2)``.
+
+    Arguments
+    ---------
+    debug : bool
+        Re-raise with the traceback instead.
+
+    Yields
+    ------
+    None
+    """
+    try:
+        yield
+    except Exception as err:
+        message = None if debug else user_error_message(err)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        raise SystemExit(USER_ERROR_STATUS) from None

@@ -77,6 +77,11 @@ import sys
 import tempfile
 import time
 
+from amser_sb.data.synthetic import (
+    speech_like_recording,
+    write_recording_and_clips,
+)
+
 GOAL = 0.1
 SAMPLE_RATE = 16000
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -220,74 +225,6 @@ def build_model_folder(workdir, size, feat_extract_norm="group"):
     return model_dir
 
 
-def speech_like(seconds, seed=0):
-    """A speech-like recording and its utterance boundaries.
-
-    Arguments
-    ---------
-    seconds : float
-        Length.
-    seed : int
-        Random seed.
-
-    Returns
-    -------
-    wav : numpy.ndarray
-        ``[time]`` float32 at 16 kHz.
-    utterances : list of (int, int)
-        Sample ``(start, stop)`` of each voiced utterance.
-    """
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    total = int(seconds * SAMPLE_RATE)
-    wav = (1e-3 * rng.standard_normal(total)).astype("float32")
-    utterances, pos = [], int(0.2 * SAMPLE_RATE)
-    while pos < total:
-        n = min(int(rng.uniform(2.0, 7.0) * SAMPLE_RATE), total - pos)
-        if n < SAMPLE_RATE // 2:
-            break
-        t = np.arange(n) / SAMPLE_RATE
-        f0 = rng.uniform(90, 250) * (1 + 0.15 * np.sin(2 * np.pi * 0.7 * t))
-        phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
-        voice = sum(np.sin(k * phase) / k for k in range(1, 8))
-        syllables = 0.55 + 0.45 * np.sin(2 * np.pi * 4.0 * t + rng.uniform())
-        wav[pos : pos + n] += (0.1 * voice * syllables).astype("float32")
-        utterances.append((pos, pos + n))
-        pos += n + int(rng.uniform(0.2, 0.6) * SAMPLE_RATE)
-    return wav, utterances
-
-
-def write_audio(workdir, seconds):
-    """Write the recording and its utterances as clips; their paths.
-
-    Arguments
-    ---------
-    workdir : str
-        Output folder (``audio/`` is written there).
-    seconds : float
-        Recording length.
-
-    Returns
-    -------
-    (str, list of str)
-        The recording and the clip files.
-    """
-    import soundfile as sf
-
-    folder = os.path.join(workdir, "audio")
-    os.makedirs(folder, exist_ok=True)
-    wav, utterances = speech_like(seconds)
-    recording = os.path.join(folder, f"recording_{seconds:g}s.wav")
-    sf.write(recording, wav, SAMPLE_RATE)
-    clips = []
-    for i, (start, stop) in enumerate(utterances):
-        path = os.path.join(folder, f"clip_{i:03d}.wav")
-        sf.write(path, wav[start:stop], SAMPLE_RATE)
-        clips.append(path)
-    return recording, clips
-
-
 #: Precision name -> load_classifier keyword arguments.
 PRECISIONS = {
     "float32": {},
@@ -376,7 +313,7 @@ def rss_worker(args):
     model_dir, workdir, precision = args.rss_worker
     path = os.path.join(workdir, "audio", "rss_20s.wav")
     if not os.path.isfile(path):
-        wav, _ = speech_like(20.0)
+        wav, _ = speech_like_recording(20.0)
         sf.write(path, wav, SAMPLE_RATE)
     clf = load(model_dir, workdir, precision)
     classify_long(clf, path, window=4.0, hop=2.0, batch_size=args.batch_size)
@@ -448,7 +385,7 @@ def measure(args, workdir, modes, precisions):
             "recipe AM-ResNet/fusion, exported"
         )
     build_s = time.perf_counter() - start
-    recording, clips = write_audio(workdir, args.seconds)
+    recording, clips = write_recording_and_clips(workdir, args.seconds)
     load0 = os.getloadavg()[0]
 
     rss = {}

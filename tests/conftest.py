@@ -33,3 +33,48 @@ def tiny_w2v2_layer(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("tiny_w2v2_layer")
     return build_random_wav2vec2(folder, "tiny", feat_extract_norm="layer")
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, tiny_w2v2_group):
+    """One tiny fold of the recipe trained for one epoch, and its export.
+
+    The one trained model of the export, classify and user-error tests
+    (tiny wav2vec2, 8-channel AM-ResNet, two sessions); tests must not
+    change its folders (copy them first). Keys: ``root``, ``fold`` (the
+    fold folder), ``model`` (the exported folder), ``corpus``, ``args``
+    (the run's ``--key=value`` overrides).
+    """
+    from amser_sb.data.synthetic import make_iemocap_corpus
+    from amser_sb.inference.export import export_model
+    from amser_sb.training.run import run_fold
+    from tiny_run import RECIPE_FULL, tiny_run_values
+
+    root = tmp_path_factory.mktemp("trained")
+    corpus = root / "IEMOCAP_full_release"
+    make_iemocap_corpus(corpus, utts_per_speaker=6, sessions=(1, 2),
+                        min_dur=1.0, max_dur=2.5)
+    values = tiny_run_values(
+        corpus, tiny_w2v2_group, root / "exp", number_of_epochs=1,
+        batch_size=8,
+        # float32 cache: tests compare posteriors to 1e-4
+        feature_cache_dtype="float32",
+    )
+    overrides = "\n".join(f"{k}: {v}" for k, v in values.items())
+    run_fold(RECIPE_FULL, {"noprogressbar": True}, overrides)
+    export_model(str(root / "exp"), str(root / "model"))
+    return {
+        "root": root, "fold": root / "exp" / "speaker" / "fold_1",
+        "model": str(root / "model"), "corpus": str(corpus),
+        "args": [f"--{k}={v}" for k, v in values.items()],
+    }
+
+
+@pytest.fixture(scope="session")
+def speech_audio(tmp_path_factory):
+    """A 13 s speech-like recording and its utterances as clips (16 kHz):
+    ``(recording path, [clip paths])``."""
+    from amser_sb.data.synthetic import write_recording_and_clips
+
+    return write_recording_and_clips(str(tmp_path_factory.mktemp("speech")),
+                                     13.0)

@@ -1,7 +1,7 @@
 """Export -> plain EncoderClassifier (offline, fresh process) -> classify.
 
-One tiny fold is trained once per module (1 epoch, tiny wav2vec2, 8-channel
-AM-ResNet); every test here uses its exported model.
+Every test here uses the session's one trained tiny fold and its exported
+model (``trained`` in conftest.py).
 """
 
 import csv
@@ -31,43 +31,6 @@ from amser_sb.inference.hub import ModelFolderError, push_model, validate_model_
 HERE = os.path.dirname(os.path.abspath(__file__))
 FULL = os.path.join(HERE, "..", "recipes", "IEMOCAP", "emotion_recognition",
                     "hparams", "am_resnet_w2v2.yaml")
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_w2v2_group):
-    """A fold trained for one epoch and its exported model folder."""
-    from amser_sb.data.synthetic import make_iemocap_corpus
-
-    root = tmp_path_factory.mktemp("export")
-    corpus = root / "IEMOCAP_full_release"
-    make_iemocap_corpus(corpus, utts_per_speaker=6, sessions=(1, 2),
-                        min_dur=1.0, max_dur=2.5)
-    values = {
-        "data_folder": corpus,
-        "ssl_hub": tiny_w2v2_group,
-        "output_root": root / "exp",
-        "feature_cache_folder": root / "cache",
-        # float32 cache: the test compares posteriors to 1e-4
-        "feature_cache_dtype": "float32",
-        "pretrained_folder": root / "pretrained",
-        "prepare_sessions": "[1, 2]",
-        "prepare_num_workers": 1,
-        "number_of_epochs": 1,
-        "batch_size": 8,
-        "num_workers": 0,
-        "segment_seconds": 1.0,
-        "am_resnet_channels": 8,
-        "fusion_dim": 16,
-        "fusion_heads": 2,
-        "fusion_ffn_dim": 32,
-        "ckpt_interval_minutes": 0,
-    }
-    overrides = "\n".join(f"{k}: {v}" for k, v in values.items())
-    run_fold(FULL, {"noprogressbar": True}, overrides)
-    fold = root / "exp" / "speaker" / "fold_1"
-    model_dir = root / "model"
-    export_model(str(root / "exp"), str(model_dir))
-    return {"root": root, "fold": fold, "model": str(model_dir)}
 
 
 def _test_rows(fold):

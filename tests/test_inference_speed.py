@@ -1,7 +1,7 @@
 """Inference speed-ups: exact window batching, opt-in int8 / bf16, CLI flags.
 
-The model folder is the benchmark's: the recipe's model with a tiny random
-wav2vec2, saved as a training checkpoint and exported (no training).
+The model folder is the session's trained tiny model (conftest.py); the
+benchmark script itself is run once, quickly, on it.
 """
 
 import importlib.util
@@ -28,25 +28,15 @@ def _bench():
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """Benchmark work folder holding a tiny exported model and audio."""
-    root = tmp_path_factory.mktemp("infer")
-    bench = _bench()
-    bench.build_model_folder(str(root), "tiny")
-    bench.write_audio(str(root), 13.0)
-    return root
+def model_dir(trained):
+    """The session's trained tiny model, exported (conftest.py)."""
+    return trained["model"]
 
 
 @pytest.fixture(scope="module")
-def model_dir(workdir):
-    return str(workdir / "model_tiny_group")
-
-
-@pytest.fixture(scope="module")
-def audio(workdir):
-    folder = workdir / "audio"
-    clips = sorted(str(p) for p in folder.glob("clip_*.wav"))
-    return str(folder / "recording_13s.wav"), clips
+def audio(speech_audio):
+    """A 13 s speech-like recording and its clips (conftest.py)."""
+    return speech_audio
 
 
 def _posteriors(results):
@@ -161,7 +151,8 @@ def test_cli_classify_speed_flags(model_dir, audio, tmp_path, capsys):
     assert len(out["windows"]) == 4 and out["duration"] == 13.0
 
 
-def test_benchmark_quick_run_prints_the_table(workdir, model_dir, capsys):
+def test_benchmark_quick_run_prints_the_table(tmp_path, model_dir, capsys):
+    workdir = tmp_path
     status = _bench().main([
         "--model", model_dir, "--seconds", "13", "--modes", "w4h4,clips",
         "--precisions", "float32,int8", "--workdir", str(workdir),

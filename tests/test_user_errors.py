@@ -16,34 +16,6 @@ RECIPE = os.path.join(HERE, "..", "recipes", "IEMOCAP", "emotion_recognition")
 FULL = os.path.join(RECIPE, "hparams", "am_resnet_w2v2.yaml")
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_w2v2_group):
-    """A tiny corpus, one trained fold and its exported model folder."""
-    from amser_sb.training.run import run_fold
-    from amser_sb.data.synthetic import make_iemocap_corpus
-    from amser_sb.inference.export import export_model
-
-    root = tmp_path_factory.mktemp("usererr")
-    corpus = root / "IEMOCAP_full_release"
-    make_iemocap_corpus(corpus, utts_per_speaker=4, sessions=(1, 2),
-                        min_dur=1.0, max_dur=1.5)
-    values = {
-        "data_folder": corpus, "ssl_hub": tiny_w2v2_group,
-        "output_root": root / "exp", "feature_cache_folder": root / "cache",
-        "pretrained_folder": root / "pretrained",
-        "prepare_sessions": "[1, 2]", "prepare_num_workers": 1,
-        "number_of_epochs": 1, "batch_size": 8, "num_workers": 0,
-        "segment_seconds": 1.0, "am_resnet_channels": 8, "fusion_dim": 16,
-        "fusion_heads": 2, "fusion_ffn_dim": 32, "ckpt_interval_minutes": 0,
-    }
-    overrides = "\n".join(f"{k}: {v}" for k, v in values.items())
-    run_fold(FULL, {"noprogressbar": True}, overrides)
-    export_model(str(root / "exp"), str(root / "model"))
-    args = [f"--{k}={v}" for k, v in values.items()]
-    return {"root": root, "model": str(root / "model"), "args": args,
-            "corpus": str(corpus)}
-
-
 def _one_line_error(capsys, argv, *needles):
     with pytest.raises(SystemExit) as info:
         main(argv)

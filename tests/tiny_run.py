@@ -5,6 +5,14 @@ channels, a 16-wide fusion), no checkpoints by time; each test adds what it
 varies (epochs, batch size, segment choice, ...).
 """
 
+import os
+
+#: The recipe's full model (AM-ResNet + encoder, cross-attention).
+RECIPE_FULL = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "recipes", "IEMOCAP",
+    "emotion_recognition", "hparams", "am_resnet_w2v2.yaml",
+)
+
 
 def tiny_run_values(corpus, ssl_hub, out, **extra):
     """``{hparam: value}`` of a tiny run writing under ``out``.

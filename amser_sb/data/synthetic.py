@@ -489,3 +489,71 @@ def _tone(timbre, n, sr, pitch):
         env[:ramp] *= r
         env[n - ramp :] *= r[::-1]
     return out * env
+
+
+def speech_like_recording(seconds, seed=0, sample_rate=16000):
+    """A speech-like recording and its utterance boundaries.
+
+    Arguments
+    ---------
+    seconds : float
+        Length.
+    seed : int
+        Random seed.
+    sample_rate : int
+        Sample rate.
+
+    Returns
+    -------
+    wav : numpy.ndarray
+        ``[time]`` float32 at 16 kHz.
+    utterances : list of (int, int)
+        Sample ``(start, stop)`` of each voiced utterance.
+    """
+    rng = np.random.default_rng(seed)
+    total = int(seconds * sample_rate)
+    wav = (1e-3 * rng.standard_normal(total)).astype("float32")
+    utterances, pos = [], int(0.2 * sample_rate)
+    while pos < total:
+        n = min(int(rng.uniform(2.0, 7.0) * sample_rate), total - pos)
+        if n < sample_rate // 2:
+            break
+        t = np.arange(n) / sample_rate
+        f0 = rng.uniform(90, 250) * (1 + 0.15 * np.sin(2 * np.pi * 0.7 * t))
+        phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+        voice = sum(np.sin(k * phase) / k for k in range(1, 8))
+        syllables = 0.55 + 0.45 * np.sin(2 * np.pi * 4.0 * t + rng.uniform())
+        wav[pos : pos + n] += (0.1 * voice * syllables).astype("float32")
+        utterances.append((pos, pos + n))
+        pos += n + int(rng.uniform(0.2, 0.6) * sample_rate)
+    return wav, utterances
+
+
+def write_recording_and_clips(workdir, seconds, sample_rate=16000):
+    """Write the recording and its utterances as clips; their paths.
+
+    Arguments
+    ---------
+    workdir : str
+        Output folder (``audio/`` is written there).
+    seconds : float
+        Recording length.
+    sample_rate : int
+        Sample rate.
+
+    Returns
+    -------
+    (str, list of str)
+        The recording and the clip files.
+    """
+    folder = os.path.join(workdir, "audio")
+    os.makedirs(folder, exist_ok=True)
+    wav, utterances = speech_like_recording(seconds, sample_rate=sample_rate)
+    recording = os.path.join(folder, f"recording_{seconds:g}s.wav")
+    sf.write(recording, wav, sample_rate)
+    clips = []
+    for i, (start, stop) in enumerate(utterances):
+        path = os.path.join(folder, f"clip_{i:03d}.wav")
+        sf.write(path, wav[start:stop], sample_rate)
+        clips.append(path)
+    return recording, clips

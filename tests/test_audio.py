@@ -1,6 +1,5 @@
 """amser_sb.core.audio: one reader, one error type, every bad file named."""
 
-import os
 
 import numpy as np
 import pytest

@@ -149,7 +149,9 @@ class AMSERBrain(sb.Brain):
         return getattr(self.embedding_model, "am_resnet", None)
 
     def _make_feature_cache(self):
-        """A feature cache when asked for and the backbone is frozen.
+        """A feature cache when asked for and the backbone is frozen (or
+        partly fine-tuned: the cache then holds the states below the
+        fine-tuned top layers, see ``SpeechEncoder.extract_frozen``).
 
         Returns
         -------
@@ -161,11 +163,14 @@ class AMSERBrain(sb.Brain):
         if backbone is None:
             logger.info("feature cache: no encoder branch in use; disabled")
             return None
-        if not getattr(backbone, "freeze", False):
+        if not getattr(backbone, "cacheable", False):
             logger.warning(
                 "use_feature_cache is True but the encoder is fine-tuned "
-                "(freeze_ssl: False): its outputs change every step, "
-                "so the cache is disabled."
+                "(freeze_ssl: False%s): its outputs change every step, "
+                "so the cache is disabled.",
+                "" if not getattr(backbone, "partial", False) else
+                f", {type(backbone).__name__} runs its frozen lower layers "
+                "live",
             )
             return None
         folder = self._hparam("feature_cache_folder")

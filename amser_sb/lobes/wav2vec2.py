@@ -65,7 +65,7 @@ _TINY_CONFIG = dict(
 )
 
 
-def wav2vec2_config(size="tiny", feat_extract_norm="group"):
+def wav2vec2_config(size="tiny", feat_extract_norm="group", **overrides):
     """A ``Wav2Vec2Config`` for a random backbone (see
     ``build_random_wav2vec2``).
 
@@ -75,6 +75,8 @@ def wav2vec2_config(size="tiny", feat_extract_norm="group"):
         ``"tiny"`` or ``"base"``.
     feat_extract_norm : str
         ``"group"`` or ``"layer"``.
+    **overrides
+        Other ``Wav2Vec2Config`` entries (e.g. ``layerdrop=0.5``).
 
     Returns
     -------
@@ -97,20 +99,20 @@ def wav2vec2_config(size="tiny", feat_extract_norm="group"):
         )
     layer = feat_extract_norm == "layer"
     kwargs = dict(_TINY_CONFIG) if size == "tiny" else {}
+    # Deterministic compute: no LayerDrop, no spec-augment parameter
+    # (SpeechBrain's lobe switches spec augment off anyway).
+    kwargs.update(layerdrop=0.0, mask_time_prob=0.0)
+    kwargs.update(overrides)
     return Wav2Vec2Config(
         feat_extract_norm=feat_extract_norm,
         do_stable_layer_norm=layer,
         conv_bias=layer,
-        # Deterministic compute: no LayerDrop, no spec-augment parameter
-        # (SpeechBrain's lobe switches spec augment off anyway).
-        layerdrop=0.0,
-        mask_time_prob=0.0,
         **kwargs,
     )
 
 
 def build_random_wav2vec2(
-    folder, size="tiny", feat_extract_norm="group", seed=0
+    folder, size="tiny", feat_extract_norm="group", seed=0, **overrides
 ):
     """Write a randomly initialised wav2vec2 model as a local HF folder.
 
@@ -135,6 +137,8 @@ def build_random_wav2vec2(
         conv layer, ``do_stable_layer_norm=True``, attention mask returned).
     seed : int
         Seed of the random initialisation.
+    **overrides
+        Other ``Wav2Vec2Config`` entries (``wav2vec2_config``).
 
     Returns
     -------
@@ -149,7 +153,7 @@ def build_random_wav2vec2(
     """
     from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
-    config = wav2vec2_config(size, feat_extract_norm)
+    config = wav2vec2_config(size, feat_extract_norm, **overrides)
     torch.manual_seed(seed)
     model = Wav2Vec2Model(config)
     folder = str(folder)

@@ -27,6 +27,18 @@ a local folder, frozen or fine-tuned, and adds what the paper leaves open:
 * **precomputed features**: ``extract`` (the backbone) and ``combine`` (the
   learned layer weighting and output norm) are separate steps, so a cache of
   frozen backbone outputs can skip ``extract``.
+* **our own layer loop** (``Wav2Vec2Stack``): SpeechBrain's lobe loads the
+  model; the transformer layers run one by one here (equal to the model's
+  ``output_hidden_states``), so that (1) LayerDrop never skips a layer when
+  layer weights combine every hidden state: transformers 5 returns no
+  state for a skipped layer, so a fine-tuned run with layer weights got
+  0 to L states at random and crashed; the weighted sum needs each
+  layer's own output on every step (an identity skip would give the
+  weight of layer l the features of layer l-1 at random steps, a
+  train/test mismatch in what the weights learn). With last-layer
+  features the checkpoint's LayerDrop applies as in the model's forward.
+  (2) ``finetune_layers=k`` trains only the top ``k`` layers, and the
+  hidden states below them (``extract_frozen``) can be cached.
 
 ``build_random_wav2vec2`` writes a local Hugging Face folder with random
 weights (tests, benchmarks and the offline demo use it; nothing reaches the
@@ -300,6 +312,11 @@ class Wav2Vec2Encoder(SpeechEncoder):
         explicit ``normalize``.
     window_seconds : None
         Only None (no fixed input window; the option is Whisper's).
+    finetune_layers : int or str or None
+        With ``freeze=False``: ``"all"`` (default: the whole model), ``k``
+        (only the top ``k`` transformer layers, plus the final layer norm
+        of pre-norm models with last-layer features; the rest frozen, in
+        eval mode, its output cacheable), 0/None (frozen).
     **kwargs
         Passed on to SpeechBrain's ``Wav2Vec2`` (e.g.
         ``apply_spec_augment``).

@@ -23,6 +23,16 @@ runs the encoder so that a clip's features never depend on its batch:
 * **all hidden states** with ``layer_weights`` (the embedding plus every
   layer, the last one after the final layer norm, as Hugging Face returns
   them): emotion lies mostly in the middle layers.
+* **LayerDrop** (``encoder_layerdrop``, 0 in OpenAI's checkpoints): the
+  layer loop is ours; with layer weights no layer is ever skipped (the
+  weighted sum needs every state on every step, see
+  ``SpeechEncoder.drop_layer``), with last-layer features a fine-tuned
+  layer is skipped with that probability in train mode.
+* **top-k fine-tuning** (``finetune_layers=k``): the top ``k`` layers and
+  the final layer norm train, the rest runs without gradients in eval
+  mode. It is not cached: the encoder attends over its window's padding,
+  whose states depend on the clip, so a cache would have to hold whole
+  windows.
 
 Authors
  * amser-sb contributors
@@ -189,6 +199,10 @@ class WhisperEncoder(SpeechEncoder):
     config : dict, optional
         Hugging Face configuration: build the encoder with random weights
         and read nothing (exported models).
+    finetune_layers : int or str or None
+        With ``freeze=False``: ``"all"`` (default), ``k`` (the top ``k``
+        layers and the final layer norm; the rest frozen), 0/None
+        (frozen).
 
     Example
     -------

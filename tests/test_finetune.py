@@ -370,3 +370,16 @@ def test_top_k_run_with_cache_resumes(corpus, layerdrop_w2v2, tmp_path,
     for key in ref:
         assert torch.allclose(ref[key].float(), got[key].float(),
                               atol=1e-6), key
+
+
+def test_bad_finetune_layers_is_one_line(tiny_w2v2_group, tmp_path):
+    """A layer count the encoder does not have: a user error naming the
+    option (the CLI prints it as one line), not a traceback."""
+    from amser_sb.hparams_loading import RecipeError, load_hparams
+
+    overrides = {"data_folder": str(tmp_path), "ssl_hub": tiny_w2v2_group,
+                 "pretrained_folder": str(tmp_path / "pretrained"),
+                 "output_root": str(tmp_path), "freeze_ssl": False,
+                 "ssl_finetune_layers": 5}
+    with pytest.raises(RecipeError, match="ssl_finetune_layers.*from 0 to 2"):
+        load_hparams(FULL, overrides, check_data=False)

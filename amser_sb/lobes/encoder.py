@@ -58,6 +58,10 @@ from amser_sb.silence import lengths_to_samples
 ENCODERS = {}
 
 
+class EncoderOptionError(ValueError):
+    """An encoder option (e.g. ``finetune_layers``) the encoder cannot take."""
+
+
 class SpeechEncoder(torch.nn.Module):
     """Base class of pretrained speech encoder branches.
 
@@ -199,7 +203,7 @@ class SpeechEncoder(torch.nn.Module):
             count = -1
         if isinstance(value, bool) or not 0 <= count <= layers \
                 or str(count) != str(value).strip():
-            raise ValueError(
+            raise EncoderOptionError(
                 f"finetune_layers (ssl_finetune_layers) must be 'all', null "
                 f"or a number of top layers from 0 to {layers} (this "
                 f"encoder has {layers} layers), got {value!r}"

@@ -78,9 +78,10 @@ WORKER = textwrap.dedent('''
 ''')
 
 
-def _no_dropout_w2v2(folder):
+def _no_dropout_w2v2(folder, layerdrop=0.0):
     """The tiny random wav2vec2 without dropout: two processes draw other
-    dropout masks than one, so parameters could not be compared."""
+    dropout masks than one, so parameters could not be compared. With
+    ``layerdrop``: that LayerDrop rate in its configuration."""
     from amser_sb.lobes.wav2vec2 import build_random_wav2vec2
 
     path = build_random_wav2vec2(folder, "tiny", feat_extract_norm="group")
@@ -91,6 +92,7 @@ def _no_dropout_w2v2(folder):
         if key.endswith("dropout") or key == "layerdrop":
             config[key] = 0.0
     config["mask_time_prob"] = 0.0
+    config["layerdrop"] = layerdrop
     with open(config_file, "w") as handle:
         json.dump(config, handle)
     return path
@@ -106,10 +108,11 @@ def setup(tmp_path_factory):
     make_iemocap_corpus(corpus, utts_per_speaker=8, sessions=(1, 2),
                         min_dur=1.0, max_dur=2.0)
     w2v = _no_dropout_w2v2(root / "w2v")
+    layerdrop = _no_dropout_w2v2(root / "w2v_layerdrop", layerdrop=0.5)
     worker = root / "worker.py"
     worker.write_text(WORKER)
     return {"corpus": str(corpus), "w2v": w2v, "worker": str(worker),
-            "root": root}
+            "root": root, "w2v_layerdrop": layerdrop}
 
 
 def _args(setup, out, batch_size, **extra):
@@ -249,6 +252,45 @@ def test_two_processes_equal_one_process(setup):
     test = json.loads((fold_two / "test_metrics.json").read_text())
     for key in ("WA", "UA", "macro_F1", "n_utterances"):
         assert test[key] == pytest.approx(ref_test[key], abs=1e-6)
+
+
+@pytest.mark.parametrize("finetune_layers", ["all", 1])
+def test_two_processes_fine_tune_with_layerdrop(setup, finetune_layers):
+    """LayerDrop 0.5 in the encoder's configuration, layer weights,
+    fine-tuned (whole, or its top layer from cached lower states) under
+    torchrun: every step has all hidden states (no layer is skipped when
+    layer weights combine them), so the run completes and ends where a
+    run without LayerDrop ends (whole encoder: the 1-process run of the
+    same data)."""
+    root = setup["root"]
+    extra = {"mode": "ssl", "freeze_ssl": False, "lr_ssl": 0.0005,
+             "ssl_layer_weights": True,
+             "ssl_finetune_layers": finetune_layers,
+             "feature_cache_dtype": "float32"}
+    two = root / f"layerdrop_two_{finetune_layers}"
+    args = _args(setup, two, 4, **extra)
+    args = [a.replace(setup["w2v"], setup["w2v_layerdrop"]) for a in args]
+    _launch(setup, two, "fold", args, nproc=2)
+    fold = ("speaker", "fold_1")
+    lines = _train_lines(two.joinpath(*fold))
+    assert lines[:2] == ["epoch: 1", "epoch: 2"]
+    got = _last_checkpoint(two.joinpath(*fold))
+    groups = _groups(two, 0)["groups"]
+    assert [g["name"] for g in groups] == ["model", "ssl"]
+    if finetune_layers == 1:  # one transformer layer of the tiny model
+        assert groups[1]["n_params"] == 16
+        log = (two.joinpath(*fold) / "train_log.txt").read_text()
+        assert "cache_hits" in log
+        return
+    # the same run without LayerDrop, one process with batch 8
+    one = root / f"layerdrop_one_{finetune_layers}"
+    _launch(setup, one, "fold", _args(setup, one, 8, **extra), nproc=1)
+    ref = _last_checkpoint(one.joinpath(*fold))
+    for module in ref:
+        for key, value in ref[module].items():
+            if value.is_floating_point():
+                assert torch.allclose(value, got[module][key], atol=1e-5), \
+                    (module, key)
 
 
 def test_cv_on_two_processes_resumes_after_a_kill(setup):

@@ -135,6 +135,10 @@ does not exist
             ) from err
         raise
     except ValueError as err:
+        from amser_sb.lobes.encoder import EncoderOptionError
+
+        if isinstance(err, EncoderOptionError):
+            raise RecipeError(str(err)) from err
         match = re.match(r"'(\w+)' is a !PLACEHOLDER", str(err))
         if match:
             raise RecipeError(

@@ -123,7 +123,7 @@ class AMSER(torch.nn.Module):
         wav_lens : torch.Tensor
             ``[batch]`` relative lengths.
         ssl_feats : torch.Tensor, optional
-            Precomputed ``SSLBackbone.extract`` output, ``[batch, frames,
+            Precomputed ``SSLBackbone.extract_frozen`` output, ``[batch, frames,
             feat]`` (or ``[batch, layers, frames, feat]`` with layer
             weights).
         ssl_lens : torch.Tensor, optional
@@ -148,7 +148,7 @@ class AMSER(torch.nn.Module):
                 n = torch.round(wav_lens * wavs.shape[1]).long()
                 counts = self.ssl.frame_counts(n).clamp(1, frames)
                 ssl_lens = counts.to(ssl_feats.dtype) / frames
-        return self.ssl.combine(ssl_feats), ssl_lens
+        return self.ssl.from_cache(ssl_feats, ssl_lens), ssl_lens
 
     def am_features(
         self, wavs, wav_lens, mask=None, am_feats=None, am_lens=None

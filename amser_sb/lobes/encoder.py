@@ -17,6 +17,15 @@ inference):
   ``min_samples`` (fewest samples that give one frame);
 * ``freeze`` (a frozen encoder stays in eval mode and gets no gradients),
   ``encoder_parameters()`` (what the optimiser's ``lr_ssl`` group trains);
+* ``finetune_layers``: with ``freeze=False``, ``"all"`` fine-tunes the
+  whole network, ``k`` only its top ``k`` transformer layers (and the norm
+  after the last one): everything below has no gradients and stays in
+  eval mode. ``extract_frozen`` is then the frozen lower part (what the
+  feature cache stores: hidden states ``0 .. L-k``), ``run_top`` the live
+  top ``k`` layers on it, ``from_cache`` both steps after the cache
+  (``cacheable`` says whether a family supports it);
+* LayerDrop: with layer weights every layer runs on every step (see
+  ``drop_layer``), so ``extract`` always gives ``n_layers`` states;
 * ``cache_identity()``: what determines the cached output;
 * ``export_options()``: keyword arguments of ``SSLBackbone`` that rebuild
   the encoder without files or network (``config=`` the Hugging Face
@@ -41,12 +50,17 @@ import os
 
 import torch
 import torch.nn.functional as F
+from speechbrain.dataio.dataio import length_to_mask
 
 from amser_sb.core.lengths import lengths_to_samples
 from amser_sb.core.errors import AmserUserError
 
 #: model_type -> SpeechEncoder subclass (filled by ``__init_subclass__``).
 ENCODERS = {}
+
+
+class EncoderOptionError(ValueError):
+    """An encoder option (e.g. ``finetune_layers``) the encoder cannot take."""
 
 
 class SpeechEncoder(torch.nn.Module):
@@ -69,6 +83,10 @@ class SpeechEncoder(torch.nn.Module):
         of the last one.
     output_norm : bool
         Layer-norm each output frame over its features (no affine).
+    finetune_layers : int or str or None
+        With ``freeze=False``: ``"all"`` (the whole network), ``k`` (the
+        top ``k`` transformer layers only), 0 or None (frozen, as
+        ``freeze=True``).
 
     Example
     -------
@@ -111,12 +129,18 @@ class SpeechEncoder(torch.nn.Module):
         freeze=True,
         layer_weights=False,
         output_norm=False,
+        finetune_layers="all",
     ):
         super().__init__()
         self.out_dim = int(out_dim)
         self.n_layers = int(n_layers)
         self.freeze = bool(freeze)
         self.output_norm = bool(output_norm)
+        self.top_layers = None  # fine-tuned top layers; None: all of it
+        if not self.freeze:
+            self.top_layers = self._parse_finetune_layers(finetune_layers)
+            if self.top_layers == 0:
+                self.freeze, self.top_layers = True, None
         if layer_weights:
             self.layer_weights = torch.nn.Parameter(torch.zeros(self.n_layers))
         else:
@@ -139,7 +163,200 @@ class SpeechEncoder(torch.nn.Module):
         """``SSLBackbone`` keyword arguments rebuilding this encoder offline."""
         raise NotImplementedError
 
+    def transformer_layers(self):
+        """The transformer layers of ``backbone()`` (a ``ModuleList``);
+        needed for ``finetune_layers`` other than ``"all"``."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not support partial fine-tuning"
+        )
+
+    def final_norm(self):
+        """The norm applied after the last layer, or None."""
+        return None
+
+    #: Whether ``extract_frozen``/``run_top`` split a partly fine-tuned
+    #: encoder (so that its lower part can be cached).
+    splits_partial = False
+
+    def lower_states(self, wavs, wav_lens, stop):
+        """Hidden states ``0 .. stop`` and real frames (partial families).
+
+        Returns ``(hidden [batch, stop + 1, frames, feat] (padded frames
+        0), frames [batch] long)``."""
+        raise NotImplementedError
+
+    def top_states(self, hidden, frames, start):
+        """Hidden states ``start + 1 .. L`` from hidden state ``start``
+        (``[batch, frames, feat]``), as a list (partial families)."""
+        raise NotImplementedError
+
     # ------------------------------------------------------- shared parts ---
+    def _parse_finetune_layers(self, value):
+        """``finetune_layers`` as None (all) or a layer count 0..L."""
+        layers = self.n_layers - 1
+        if value is None:
+            return 0
+        if isinstance(value, str) and value.strip().lower() == "all":
+            return None
+        try:
+            count = int(value)
+        except (TypeError, ValueError):
+            count = -1
+        if isinstance(value, bool) or not 0 <= count <= layers \
+                or str(count) != str(value).strip():
+            raise EncoderOptionError(
+                f"finetune_layers (ssl_finetune_layers) must be 'all', null "
+                f"or a number of top layers from 0 to {layers} (this "
+                f"encoder has {layers} layers), got {value!r}"
+            )
+        return count
+
+    @property
+    def partial(self):
+        """True when only the top ``top_layers`` layers are fine-tuned."""
+        return self.top_layers is not None
+
+    @property
+    def frozen_layers(self):
+        """Transformer layers below the fine-tuned top (0 unless partial)."""
+        return self.n_layers - 1 - self.top_layers if self.partial else 0
+
+    def top_modules(self):
+        """Modules fine-tuned by a partial encoder (top layers, final
+        norm)."""
+        if not self.partial:
+            return []
+        layers = list(self.transformer_layers())
+        modules = layers[len(layers) - self.top_layers:]
+        norm = self.final_norm()
+        return modules + ([norm] if norm is not None else [])
+
+    def apply_finetuning(self):
+        """Set ``requires_grad`` from ``freeze``/``finetune_layers``.
+
+        Subclasses call it at the end of ``__init__``: frozen, no backbone
+        parameter trains; partial, only those of ``top_modules()``; full,
+        the family's own choice stays (e.g. ``freeze_feature_extractor``).
+        """
+        if self.freeze or self.partial:
+            for param in self.backbone().parameters():
+                param.requires_grad = False
+        for module in self.top_modules():
+            for param in module.parameters():
+                param.requires_grad = True
+        self.train(self.training)
+
+    @property
+    def cacheable(self):
+        """Whether ``extract_frozen`` may be cached (frozen, or partial in
+        a family that splits)."""
+        return self.freeze or (self.partial and self.splits_partial)
+
+    def drop_layer(self, index, layer):
+        """LayerDrop: whether to skip transformer layer ``index`` now.
+
+        With learned layer weights no layer is ever skipped: the weighted
+        sum needs every hidden state on every step (a skipped layer would
+        give the weight of state ``l`` the features of state ``l - 1`` on
+        random steps, and no state at all in Hugging Face's own loop).
+        Without them, a layer in train mode is skipped with the
+        configuration's LayerDrop probability (``layerdrop``,
+        ``encoder_layerdrop``), as the model's own ``forward`` does.
+
+        Arguments
+        ---------
+        index : int
+            The layer's index.
+        layer : torch.nn.Module
+            The layer.
+
+        Returns
+        -------
+        bool
+        """
+        if self.layer_weights is not None or not layer.training:
+            return False
+        config = self.backbone().config
+        rate = getattr(config, "layerdrop",
+                       getattr(config, "encoder_layerdrop", 0.0))
+        return bool(rate) and float(torch.rand([])) < float(rate)
+
+    def extract_frozen(self, wavs, wav_lens=None):
+        """The frozen part of ``extract``: what the feature cache stores.
+
+        Frozen: ``extract`` itself. Partial (``splits_partial``): hidden
+        states ``0 .. L-k`` (``[batch, L-k+1, frames, feat]``) with layer
+        weights, else state ``L-k`` alone (``[batch, frames, feat]``),
+        padded frames 0, computed without gradients.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, time]``.
+        wav_lens : torch.Tensor, optional
+            Relative lengths ``[batch]``.
+
+        Returns
+        -------
+        hidden : torch.Tensor
+        lens : torch.Tensor
+            Relative lengths in frames ``[batch]``.
+        """
+        if not (self.partial and self.splits_partial):
+            return self.extract(wavs, wav_lens)
+        with torch.no_grad():
+            hidden, frames = self.lower_states(
+                wavs, wav_lens, self.frozen_layers
+            )
+        if self.layer_weights is None:
+            hidden = hidden[:, -1]
+        return hidden, frames.to(hidden.dtype) / hidden.shape[-2]
+
+    def run_top(self, lower, lens):
+        """Run the fine-tuned top layers on ``extract_frozen`` output.
+
+        Arguments
+        ---------
+        lower : torch.Tensor
+            ``extract_frozen`` output (possibly from the cache, padded).
+        lens : torch.Tensor
+            Relative lengths in frames ``[batch]``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``extract`` form: ``[batch, L+1, frames, feat]`` with layer
+            weights, else ``[batch, frames, feat]``; padded frames 0.
+        """
+        if not (self.partial and self.splits_partial):
+            return lower
+        total = lower.shape[-2]
+        frames = torch.round(lens * total).long().clamp(1, total)
+        below = list(lower.unbind(1)) if lower.dim() == 4 else [lower]
+        top = self.top_states(below[-1], frames, self.frozen_layers)
+        valid = length_to_mask(frames, total, device=lower.device)
+        valid = valid.to(lower.dtype).unsqueeze(-1)
+        if self.layer_weights is None:
+            return top[-1] * valid
+        return torch.stack(below + top, dim=1) * valid.unsqueeze(1)
+
+    def from_cache(self, cached, lens):
+        """Features from cached ``extract_frozen`` output.
+
+        Arguments
+        ---------
+        cached : torch.Tensor
+            ``extract_frozen`` output (padded batch).
+        lens : torch.Tensor
+            Relative lengths in frames ``[batch]``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, frames, out_dim]`` (``combine`` of ``run_top``).
+        """
+        return self.combine(self.run_top(cached, lens))
+
     def sample_counts(self, wavs, wav_lens=None):
         """Absolute lengths of a batch, each at least ``min_samples``.
 
@@ -180,7 +397,8 @@ class SpeechEncoder(torch.nn.Module):
         return [p for p in self.backbone().parameters() if p.requires_grad]
 
     def train(self, mode=True):
-        """Set train/eval mode; a frozen encoder always stays in eval mode.
+        """Set train/eval mode; a frozen encoder (or the frozen part of a
+        partly fine-tuned one) always stays in eval mode.
 
         Arguments
         ---------
@@ -193,8 +411,10 @@ class SpeechEncoder(torch.nn.Module):
             self
         """
         super().train(mode)
-        if self.freeze:
+        if self.freeze or self.partial:
             self.backbone().eval()
+        for module in self.top_modules():
+            module.train(mode)
         return self
 
     def cache_identity(self):
@@ -212,11 +432,24 @@ class SpeechEncoder(torch.nn.Module):
             for key, value in self.export_options().items()
             if key not in ("freeze", "layer_weights", "output_norm")
         }
-        return {
+        identity = {
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "options": options,
             "all_hiddens": self.layer_weights is not None,
         }
+        if self.partial:
+            # the cache holds the states below the fine-tuned layers; only
+            # the frozen weights determine them
+            identity["frozen_layers"] = self.frozen_layers
+            trained = {id(p) for m in self.top_modules()
+                       for p in m.parameters()}
+            identity["frozen_state"] = {
+                name: tensor
+                for name, tensor in self.backbone().state_dict(
+                    keep_vars=True).items()
+                if id(tensor) not in trained
+            }
+        return identity
 
     def combine(self, hidden):
         """Turn ``extract`` outputs into features (layer weights, norm).
@@ -234,11 +467,15 @@ class SpeechEncoder(torch.nn.Module):
         """
         if self.layer_weights is not None:
             if hidden.dim() != 4 or hidden.shape[1] != self.n_layers:
+                got = hidden.shape[1] if hidden.dim() == 4 else "no"
                 raise ValueError(
                     f"with layer_weights the encoder output must be [batch, "
                     f"{self.n_layers}, frames, feat], got "
-                    f"{tuple(hidden.shape)}: rebuild the feature cache with "
-                    "all hidden layers"
+                    f"{tuple(hidden.shape)}: {got} hidden states where "
+                    f"{type(self).__name__} has {self.n_layers} (the "
+                    "embedding and every layer); an encoder whose layers "
+                    "are skipped in training (LayerDrop) or that returns "
+                    "only some hidden states cannot feed layer weights"
                 )
             w = torch.softmax(self.layer_weights, dim=0)
             hidden = torch.einsum("l,bltc->btc", w.to(hidden.dtype), hidden)

@@ -27,6 +27,18 @@ a local folder, frozen or fine-tuned, and adds what the paper leaves open:
 * **precomputed features**: ``extract`` (the backbone) and ``combine`` (the
   learned layer weighting and output norm) are separate steps, so a cache of
   frozen backbone outputs can skip ``extract``.
+* **our own layer loop** (``Wav2Vec2Stack``): SpeechBrain's lobe loads the
+  model; the transformer layers run one by one here (equal to the model's
+  ``output_hidden_states``), so that (1) LayerDrop never skips a layer when
+  layer weights combine every hidden state: transformers 5 returns no
+  state for a skipped layer, so a fine-tuned run with layer weights got
+  0 to L states at random and crashed; the weighted sum needs each
+  layer's own output on every step (an identity skip would give the
+  weight of layer l the features of layer l-1 at random steps, a
+  train/test mismatch in what the weights learn). With last-layer
+  features the checkpoint's LayerDrop applies as in the model's forward.
+  (2) ``finetune_layers=k`` trains only the top ``k`` layers, and the
+  hidden states below them (``extract_frozen``) can be cached.
 
 ``build_random_wav2vec2`` writes a local Hugging Face folder with random
 weights (tests, benchmarks and the offline demo use it; nothing reaches the
@@ -37,6 +49,7 @@ Authors
 """
 
 import os
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +57,7 @@ from speechbrain.dataio.dataio import length_to_mask
 
 from amser_sb.lobes.encoder import SpeechEncoder, hf_config_dict
 from amser_sb.core.lengths import lengths_to_samples
+from amser_sb.lobes.wav2vec2_layers import Wav2Vec2Stack
 
 #: Variance floor of ``Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm``.
 NORM_EPS = 1e-7
@@ -63,7 +77,7 @@ _TINY_CONFIG = dict(
 )
 
 
-def wav2vec2_config(size="tiny", feat_extract_norm="group"):
+def wav2vec2_config(size="tiny", feat_extract_norm="group", **overrides):
     """A ``Wav2Vec2Config`` for a random backbone (see
     ``build_random_wav2vec2``).
 
@@ -73,6 +87,8 @@ def wav2vec2_config(size="tiny", feat_extract_norm="group"):
         ``"tiny"`` or ``"base"``.
     feat_extract_norm : str
         ``"group"`` or ``"layer"``.
+    **overrides
+        Other ``Wav2Vec2Config`` entries (e.g. ``layerdrop=0.5``).
 
     Returns
     -------
@@ -95,20 +111,20 @@ def wav2vec2_config(size="tiny", feat_extract_norm="group"):
         )
     layer = feat_extract_norm == "layer"
     kwargs = dict(_TINY_CONFIG) if size == "tiny" else {}
+    # Deterministic compute: no LayerDrop, no spec-augment parameter
+    # (SpeechBrain's lobe switches spec augment off anyway).
+    kwargs.update(layerdrop=0.0, mask_time_prob=0.0)
+    kwargs.update(overrides)
     return Wav2Vec2Config(
         feat_extract_norm=feat_extract_norm,
         do_stable_layer_norm=layer,
         conv_bias=layer,
-        # Deterministic compute: no LayerDrop, no spec-augment parameter
-        # (SpeechBrain's lobe switches spec augment off anyway).
-        layerdrop=0.0,
-        mask_time_prob=0.0,
         **kwargs,
     )
 
 
 def build_random_wav2vec2(
-    folder, size="tiny", feat_extract_norm="group", seed=0
+    folder, size="tiny", feat_extract_norm="group", seed=0, **overrides
 ):
     """Write a randomly initialised wav2vec2 model as a local HF folder.
 
@@ -133,6 +149,8 @@ def build_random_wav2vec2(
         conv layer, ``do_stable_layer_norm=True``, attention mask returned).
     seed : int
         Seed of the random initialisation.
+    **overrides
+        Other ``Wav2Vec2Config`` entries (``wav2vec2_config``).
 
     Returns
     -------
@@ -147,7 +165,7 @@ def build_random_wav2vec2(
     """
     from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
-    config = wav2vec2_config(size, feat_extract_norm)
+    config = wav2vec2_config(size, feat_extract_norm, **overrides)
     torch.manual_seed(seed)
     model = Wav2Vec2Model(config)
     folder = str(folder)
@@ -294,6 +312,11 @@ class Wav2Vec2Encoder(SpeechEncoder):
         explicit ``normalize``.
     window_seconds : None
         Only None (no fixed input window; the option is Whisper's).
+    finetune_layers : int or str or None
+        With ``freeze=False``: ``"all"`` (default: the whole model), ``k``
+        (only the top ``k`` transformer layers, plus the final layer norm
+        of pre-norm models with last-layer features; the rest frozen, in
+        eval mode, its output cacheable), 0/None (frozen).
     **kwargs
         Passed on to SpeechBrain's ``Wav2Vec2`` (e.g.
         ``apply_spec_augment``).
@@ -324,6 +347,7 @@ class Wav2Vec2Encoder(SpeechEncoder):
         output_norm=False,
         config=None,
         window_seconds=None,
+        finetune_layers="all",
         **kwargs,
     ):
         if window_seconds is not None:
@@ -367,6 +391,7 @@ class Wav2Vec2Encoder(SpeechEncoder):
             freeze=freeze,
             layer_weights=layer_weights,
             output_norm=output_norm,
+            finetune_layers=finetune_layers,
         )
         self.lobe = lobe
         if normalize == "auto":
@@ -386,6 +411,7 @@ class Wav2Vec2Encoder(SpeechEncoder):
         self.per_utterance = per_utterance
         self.group_norm = group_norm
         self.min_samples = self._min_samples(hf_config)
+        self.apply_finetuning()
 
     @staticmethod
     def _min_samples(config):
@@ -403,6 +429,26 @@ class Wav2Vec2Encoder(SpeechEncoder):
         transformers.PreTrainedModel
         """
         return self.lobe.model
+
+    #: The lower layers of a partly fine-tuned encoder can be cached.
+    splits_partial = True
+
+    @property
+    def stack(self):
+        """The model's transformer stack, run layer by layer."""
+        return Wav2Vec2Stack(self.lobe.model)
+
+    def transformer_layers(self):
+        """The transformer layers (``ModuleList``)."""
+        return self.lobe.model.encoder.layers
+
+    def final_norm(self):
+        """The norm after the last layer (pre-norm models, last-layer
+        features only: with layer weights the hidden states are taken
+        before it, as Hugging Face returns them), or None."""
+        if self.layer_weights is not None:
+            return None
+        return self.stack.final_norm()
 
     def export_options(self):
         """Keyword arguments of ``SSLBackbone`` that rebuild this encoder.
@@ -455,6 +501,35 @@ class Wav2Vec2Encoder(SpeechEncoder):
         lens : torch.Tensor
             Relative lengths in frames ``[batch]``.
         """
+        if self.partial:
+            lower, lens = self.extract_frozen(wavs, wav_lens)
+            return self.run_top(lower, lens), lens
+        context = torch.no_grad() if self.freeze else nullcontext()
+        with context:
+            hidden, frames = self.lower_states(wavs, wav_lens, None)
+        if self.layer_weights is None:
+            hidden = hidden[:, -1]
+        return hidden, frames.to(hidden.dtype) / hidden.shape[-2]
+
+    def lower_states(self, wavs, wav_lens, stop):
+        """Hidden states ``0 .. stop`` (None: all, the last normed).
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            Raw 16 kHz waveforms ``[batch, time]``.
+        wav_lens : torch.Tensor, optional
+            Relative lengths ``[batch]``; None means all full length.
+        stop : int or None
+            Last hidden state (the output of layer ``stop``).
+
+        Returns
+        -------
+        hidden : torch.Tensor
+            ``[batch, stop + 1, frames, feat]``; padded frames are 0.
+        frames : torch.Tensor
+            ``[batch]`` (long) real frames.
+        """
         batch = wavs.shape[0]
         if wav_lens is None:
             wav_lens = torch.ones(batch, device=wavs.device)
@@ -466,23 +541,49 @@ class Wav2Vec2Encoder(SpeechEncoder):
             self.per_utterance == "eval" and not self.training
         )
         if one_by_one and batch > 1:
-            hidden = self._per_utterance(wavs, n, frames)
+            hidden = self._per_utterance(wavs, n, frames, stop)
         else:
-            hidden = self._run(wavs, wav_lens)
+            hidden = self._run(wavs, n, stop)
             total = hidden.shape[-2]
             valid = length_to_mask(frames, total, device=wavs.device)
-            shape = [batch] + [1] * (hidden.dim() - 3) + [total, 1]
-            hidden = hidden * valid.view(shape).to(hidden.dtype)
-        return hidden, frames.to(hidden.dtype) / hidden.shape[-2]
+            hidden = hidden * valid.view(batch, 1, total, 1).to(hidden.dtype)
+        return hidden, frames
 
-    def _run(self, wavs, wav_lens):
-        """One backbone call; ``[B, T, C]`` or ``[B, L, T, C]``."""
-        out = self.lobe(wavs, wav_lens)
-        if self.layer_weights is not None:
-            out = out.transpose(0, 1)
-        return out
+    def top_states(self, hidden, frames, start):
+        """Hidden states ``start + 1 .. L`` from state ``start``.
 
-    def _per_utterance(self, wavs, n, frames):
+        Arguments
+        ---------
+        hidden : torch.Tensor
+            ``[batch, frames, feat]``.
+        frames : torch.Tensor
+            ``[batch]`` (long) real frames.
+        start : int
+            Index of ``hidden``.
+
+        Returns
+        -------
+        list of torch.Tensor
+        """
+        stack = self.stack
+        states = stack.layers(hidden, frames, start, drop=self.drop_layer)
+        if self.layer_weights is None:
+            states[-1] = stack.output(states[-1])
+        return states
+
+    def _run(self, wavs, n, stop=None):
+        """One backbone call on samples ``n``: ``[B, stop + 1, T, C]``."""
+        stack = self.stack
+        frames = self.frame_counts(n)
+        hidden = stack.embed(wavs, frames)
+        states = [hidden] + stack.layers(
+            hidden, frames, 0, stop, drop=self.drop_layer
+        )
+        if stop is None and self.layer_weights is None:
+            states = [stack.output(states[-1])]  # last_hidden_state
+        return torch.stack(states, dim=1)
+
+    def _per_utterance(self, wavs, n, frames, stop=None):
         """Backbone on each utterance cropped to its own length.
 
         Utterances of equal length run together: cropped to that length
@@ -493,7 +594,7 @@ class Wav2Vec2Encoder(SpeechEncoder):
         out = None
         for length in torch.unique(n).tolist():
             index = torch.nonzero(n == length).squeeze(1)
-            group = self._run(wavs[index, :length], None)
+            group = self._run(wavs[index, :length], n[index], stop)
             if out is None:
                 shape = (wavs.shape[0],) + group.shape[1:-2]
                 out = group.new_zeros(shape + (total, group.shape[-1]))

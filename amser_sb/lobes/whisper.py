@@ -23,10 +23,22 @@ runs the encoder so that a clip's features never depend on its batch:
 * **all hidden states** with ``layer_weights`` (the embedding plus every
   layer, the last one after the final layer norm, as Hugging Face returns
   them): emotion lies mostly in the middle layers.
+* **LayerDrop** (``encoder_layerdrop``, 0 in OpenAI's checkpoints): the
+  layer loop is ours; with layer weights no layer is ever skipped (the
+  weighted sum needs every state on every step, see
+  ``SpeechEncoder.drop_layer``), with last-layer features a fine-tuned
+  layer is skipped with that probability in train mode.
+* **top-k fine-tuning** (``finetune_layers=k``): the top ``k`` layers and
+  the final layer norm train, the rest runs without gradients in eval
+  mode. It is not cached: the encoder attends over its window's padding,
+  whose states depend on the clip, so a cache would have to hold whole
+  windows.
 
 Authors
  * amser-sb contributors
 """
+
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -187,6 +199,10 @@ class WhisperEncoder(SpeechEncoder):
     config : dict, optional
         Hugging Face configuration: build the encoder with random weights
         and read nothing (exported models).
+    finetune_layers : int or str or None
+        With ``freeze=False``: ``"all"`` (default), ``k`` (the top ``k``
+        layers and the final layer norm; the rest frozen), 0/None
+        (frozen).
 
     Example
     -------
@@ -211,6 +227,7 @@ class WhisperEncoder(SpeechEncoder):
         output_norm=False,
         normalize=None,
         config=None,
+        finetune_layers="all",
     ):
         if normalize not in (None, False, "auto"):
             raise ValueError(
@@ -242,12 +259,14 @@ class WhisperEncoder(SpeechEncoder):
             freeze=freeze,
             layer_weights=layer_weights,
             output_norm=output_norm,
+            finetune_layers=finetune_layers,
         )
         self.lobe = lobe
         for param in self.backbone().parameters():
             param.requires_grad = not freeze
         # Whisper keeps its positional embeddings fixed.
         self.backbone().embed_positions.requires_grad_(False)
+        self.apply_finetuning()
         self.hop_length = int(lobe._hop_length)
         self.n_fft = int(lobe._n_fft)
         # one encoder frame = two mel frames (conv2 has stride 2)
@@ -278,6 +297,15 @@ class WhisperEncoder(SpeechEncoder):
         transformers.models.whisper.modeling_whisper.WhisperEncoder
         """
         return self.lobe.model.encoder
+
+    def transformer_layers(self):
+        """The encoder layers (``ModuleList``)."""
+        return self.backbone().layers
+
+    def final_norm(self):
+        """The layer norm after the last layer (the last hidden state is
+        taken after it)."""
+        return self.backbone().layer_norm
 
     def export_options(self):
         """Keyword arguments of ``SSLBackbone`` that rebuild this encoder.
@@ -351,17 +379,29 @@ class WhisperEncoder(SpeechEncoder):
             ``[n, layers, mel_frames / 2, feat]``.
         """
         enc = self.backbone()
-        hidden = F.gelu(enc.conv1(mel))
-        hidden = F.gelu(enc.conv2(hidden)).permute(0, 2, 1)
-        hidden = hidden + enc.embed_positions.weight[: hidden.shape[1]]
-        hidden = F.dropout(hidden, p=enc.dropout, training=enc.training)
-        states = [hidden]
-        for layer in enc.layers:
-            out = layer(hidden, None)
-            hidden = out[0] if isinstance(out, tuple) else out
+        lower = torch.no_grad() if self.partial else nullcontext()
+        with lower:  # a partly fine-tuned encoder: its frozen part
+            hidden = F.gelu(enc.conv1(mel))
+            hidden = F.gelu(enc.conv2(hidden)).permute(0, 2, 1)
+            hidden = hidden + enc.embed_positions.weight[: hidden.shape[1]]
+            hidden = F.dropout(hidden, p=enc.dropout, training=enc.training)
+            states = [hidden]
+            for layer in enc.layers[: self.frozen_layers]:
+                hidden = self._layer(layer, hidden)
+                states.append(hidden)
+        for index in range(self.frozen_layers, len(enc.layers)):
+            layer = enc.layers[index]
+            if not self.drop_layer(index, layer):
+                hidden = self._layer(layer, hidden)
             states.append(hidden)
         states[-1] = enc.layer_norm(hidden)
         return torch.stack(states, dim=1)
+
+    @staticmethod
+    def _layer(layer, hidden):
+        """One encoder layer (no attention mask: Whisper has none)."""
+        out = layer(hidden, None)
+        return out[0] if isinstance(out, tuple) else out
 
     def extract(self, wavs, wav_lens=None):
         """Run the encoder (the cacheable part when frozen).

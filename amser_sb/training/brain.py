@@ -16,9 +16,12 @@ Optional behaviour, all driven by the hparams:
   segment, on disk under ``feature_cache_folder``). With
   ``freeze_am_resnet`` too (the paper's stage 2), AM-ResNet's outputs are
   cached the same way (keyed also by the voiced mask), so an epoch only
-  trains fusion and classifier.
-- ``lr_ssl`` (with a fine-tuned wav2vec2): the backbone's weights
-  are a second parameter group of the one optimiser, with that rate.
+  trains fusion and classifier. With ``ssl_finetune_layers: k`` (wav2vec2
+  family) the cache holds the hidden states below the fine-tuned top
+  ``k`` layers, which run live from them.
+- ``lr_ssl`` (with a fine-tuned wav2vec2): the backbone's weights (only
+  the top ``k`` layers with ``ssl_finetune_layers: k``) are a second
+  parameter group of the one optimiser, with that rate.
 - the paper's **two-stage schedule**: stage 1 trains AM-ResNet alone
   (``hparams/am_resnet.yaml``, SGD); stage 2 (``am_resnet_w2v2.yaml`` with
   ``stage1_folder`` set) loads AM-ResNet's weights from stage 1's best
@@ -117,7 +120,9 @@ class AMSERBrain(sb.Brain):
         return getattr(self.embedding_model, "am_resnet", None)
 
     def _make_feature_cache(self):
-        """A feature cache when asked for and the backbone is frozen.
+        """A feature cache when asked for and the backbone is frozen (or
+        partly fine-tuned: the cache then holds the states below the
+        fine-tuned top layers, see ``SpeechEncoder.extract_frozen``).
 
         Returns
         -------
@@ -129,11 +134,14 @@ class AMSERBrain(sb.Brain):
         if backbone is None:
             logger.info("feature cache: no encoder branch in use; disabled")
             return None
-        if not getattr(backbone, "freeze", False):
+        if not getattr(backbone, "cacheable", False):
             logger.warning(
                 "use_feature_cache is True but the encoder is fine-tuned "
-                "(freeze_ssl: False): its outputs change every step, "
-                "so the cache is disabled."
+                "(freeze_ssl: False%s): its outputs change every step, "
+                "so the cache is disabled.",
+                "" if not getattr(backbone, "partial", False) else
+                f", {type(backbone).__name__} runs its frozen lower layers "
+                "live",
             )
             return None
         folder = self._hparam("feature_cache_folder")

@@ -64,8 +64,9 @@ def weights_fingerprint(module):
 
     Arguments
     ---------
-    module : torch.nn.Module
-        The module to fingerprint.
+    module : torch.nn.Module or dict
+        The module to fingerprint, or a dict of named tensors (e.g. the
+        frozen part of a state dict).
 
     Returns
     -------
@@ -83,7 +84,8 @@ def weights_fingerprint(module):
     40
     """
     digest = hashlib.sha1()
-    for name, tensor in sorted(module.state_dict().items()):
+    state = module if isinstance(module, dict) else module.state_dict()
+    for name, tensor in sorted(state.items()):
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
         if tensor.numel():
@@ -118,6 +120,10 @@ def backbone_identity(backbone):
     """
     if hasattr(backbone, "cache_identity"):
         identity = dict(backbone.cache_identity(), format=CACHE_FORMAT)
+        if "frozen_state" in identity:  # partly fine-tuned: frozen weights
+            identity["weights"] = weights_fingerprint(
+                identity.pop("frozen_state")
+            )
         if "weights" not in identity and hasattr(backbone, "backbone"):
             identity["weights"] = weights_fingerprint(backbone.backbone())
         return identity
@@ -168,9 +174,11 @@ class FeatureCache:
     folder : str
         Cache root (shared by experiments; one sub-folder per backbone).
     backbone : torch.nn.Module
-        The frozen backbone. If it has ``extract(wavs, wav_lens)`` (as
-        :class:`amser_sb.lobes.SpeechEncoder`) that is what is cached;
-        otherwise ``forward`` (first output if a tuple).
+        The frozen backbone. If it has ``extract_frozen(wavs, wav_lens)``
+        (as :class:`amser_sb.lobes.SpeechEncoder`: ``extract`` of a frozen
+        encoder, the states below the fine-tuned top layers of a partly
+        fine-tuned one) or ``extract`` that is what is cached; otherwise
+        ``forward`` (first output if a tuple).
     dtype : torch.dtype or str
         Storage type: ``float16`` (default; halves the disk use, about 3
         decimal digits) or ``float32`` (exact).
@@ -402,6 +410,8 @@ class FeatureCache:
                     if masks is not None:
                         mask = torch.stack([masks[i] for i in chunk])
                         out = self.backbone(wavs, lens, mask=mask)
+                    elif hasattr(self.backbone, "extract_frozen"):
+                        out = self.backbone.extract_frozen(wavs, lens)
                     elif hasattr(self.backbone, "extract"):
                         out = self.backbone.extract(wavs, lens)
                     else:

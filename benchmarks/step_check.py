@@ -67,7 +67,7 @@ def parse_args(argv=None):
     parser.add_argument("--am-float32", action="store_true")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--precisions", default="fp32,bf16")
-    parser.add_argument("--budget-s", type=float, default=270.0,
+    parser.add_argument("--budget-s", type=float, default=200.0,
                         help="skip the rest of the sweep past this time")
     args = parser.parse_args(argv)
     if args.tiny:

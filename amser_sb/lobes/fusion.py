@@ -304,6 +304,11 @@ class CrossAttentionFusion(torch.nn.Module):
         """
         first = (self.ffn_am[0], self.ffn_ssl[0])
         second = (self.ffn_am[3], self.ffn_ssl[3])
+        if not all(isinstance(m.weight, torch.Tensor)
+                   for m in first + second):
+            # e.g. dynamically quantized layers (int8 inference): each
+            # stream through its own modules
+            return torch.stack([self.ffn_am(z[0]), self.ffn_ssl(z[1])])
         h = torch.baddbmm(
             _stacked(*(m.bias for m in first)).unsqueeze(1),
             z,

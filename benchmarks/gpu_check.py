@@ -1,5 +1,11 @@
 #!/usr/bin/env python3
-"""GPU check: the full model on one GPU and with DDP on all visible GPUs.
+"""GPU check: training and inference speed of the full model on one GPU.
+
+By default this runs ``benchmarks/step_check.py`` (issue 18: fp32 / bf16 x
+frozen / fine-tuned training steps with segments/s, step ms, peak GiB,
+kernels and host syncs per step, a batch-size sweep, the fused /
+encoder-only step ratio and inference x real time; under 5 minutes on one
+H200; ``--help`` there). With ``--recipe``, the recipe check below:
 
 Needs CUDA (exits with a message otherwise). What runs: the recipe's fold
 (``amser_sb.training.run.run_fold``, i.e. ``train.py``) on a generated
@@ -40,6 +46,7 @@ import tempfile
 import textwrap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 RECIPE = os.path.join(ROOT, "recipes", "IEMOCAP", "emotion_recognition")
 HPARAMS = os.path.join(RECIPE, "hparams", "am_resnet_w2v2.yaml")
 
@@ -158,9 +165,9 @@ def _summary(ranks):
     }
 
 
-def main(argv=None):
-    """Runs the check and prints the table. Returns the exit status."""
-    args = _parse(sys.argv[1:] if argv is None else argv)
+def recipe_main(argv=None):
+    """The recipe check (``--recipe``); returns the exit status."""
+    args = _parse(argv)
     import torch
 
     if not torch.cuda.is_available():
@@ -217,6 +224,17 @@ def main(argv=None):
               f"{gpus} | {stats['seg_s']:.1f} | {stats['step_ms']:.1f} | "
               f"{stats['peak_gib']:.2f} | {scaling:.2f} |")
     return 0
+
+
+def main(argv=None):
+    """``--recipe``: the recipe runs above; otherwise the step check."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--recipe" in argv:
+        argv.remove("--recipe")
+        return recipe_main(argv)
+    import step_check
+
+    return step_check.main(argv)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,10 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import op_count  # noqa: E402
+
 GOAL = 1.15
 
 
@@ -202,6 +206,7 @@ def make_step(model, head, batch):
         return time.perf_counter() - start, time.process_time() - cpu_start
 
     step.trainable = sum(p.numel() for p in params)
+    step.bare = op_count.step_without_sync(model, head, batch)
     return step
 
 
@@ -302,6 +307,10 @@ def measure_time(args):
             if round_ >= args.warmup:
                 times[config].append(elapsed[clock])
     trainable = {config: step.trainable for config, step in steps.items()}
+    trainable["counts"] = {
+        config: op_count.profile_step(step.bare, device.type == "cuda", 0)
+        for config, step in steps.items()
+    }
     return times, trainable
 
 
@@ -324,7 +333,8 @@ def describe(args):
 
 
 def report(args, times, trainable, memory, build_s):
-    """Print the two tables; return True if the goal is met."""
+    """Print the tables; return True if the goal is met."""
+    counts = trainable.pop("counts")
     print(
         f"model_speed: one training step (forward + backward), batch "
         f"{args.batch} x {args.seconds:g} s, wav2vec2-base-sized random "
@@ -335,13 +345,16 @@ def report(args, times, trainable, memory, build_s):
         f"(backbone folder ready in {build_s:.0f} s)"
     )
     mem = "peak GPU alloc" if args.device.startswith("cuda") else "peak RSS"
+    cuda = args.device.startswith("cuda")
+    work = "kernels/step | syncs/step" if cuda else "aten ops/step"
     print(
         f"| backbone   | model    | step median (s) | step min (s) "
-        f"| {mem} (MiB) | trainable params |"
+        f"| {mem} (MiB) | trainable params | {work} |"
     )
     print(
         "|------------|----------|-----------------|--------------"
         f"|{'-' * (len(mem) + 8)}|------------------|"
+        + ("---|---|" if cuda else "---|")
     )
     for (kind, backbone), ts in times.items():
         mib = memory[kind, backbone]
@@ -350,16 +363,22 @@ def report(args, times, trainable, memory, build_s):
             f"| {backbone:<10} | {kind:<8} "
             f"| {statistics.median(ts):>15.3f} | {min(ts):>12.3f} "
             f"| {mib['peak_mib']:>{len(mem) + 5}.0f}{star:1} "
-            f"| {trainable[kind, backbone]:>16,} |"
+            f"| {trainable[kind, backbone]:>16,} | "
+            + (
+                f"{counts[kind, backbone]['kernels']} | "
+                f"{counts[kind, backbone]['syncs']} |"
+                if cuda
+                else f"{counts[kind, backbone]['ops']} |"
+            )
         )
     print()
     print(
         "| backbone   | time ratio (paired median) | time ratio (min) "
-        f"| memory ratio | goal <= {GOAL} |"
+        f"| memory ratio | goal <= {GOAL} | ops ratio |"
     )
     print(
         "|------------|----------------------------|------------------"
-        "|--------------|--------------|"
+        "|--------------|--------------|-----------|"
     )
     ok = True
     for backbone in ("frozen", "fine-tuned"):
@@ -373,9 +392,14 @@ def report(args, times, trainable, memory, build_s):
         )
         met = paired <= GOAL and m_ratio <= GOAL
         ok &= met
+        key = "kernels" if cuda else "ops"
+        o_ratio = counts["fused", backbone][key] / max(
+            1, counts["baseline", backbone][key]
+        )
         print(
             f"| {backbone:<10} | {paired:>26.3f} | {by_min:>16.3f} "
-            f"| {m_ratio:>12.3f} | {'met' if met else 'MISSED':<12} |"
+            f"| {m_ratio:>12.3f} | {'met' if met else 'MISSED':<12} "
+            f"| {o_ratio:>9.3f} |"
         )
     return ok
 

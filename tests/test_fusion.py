@@ -130,3 +130,65 @@ def test_ssl_skip_appends_the_pooled_encoder_features():
     out = skip(am_b, am_lens, w2v_b, w2v_lens)
     assert (out[:, :128] == 0).any()
     assert torch.allclose(out[:, 128:], masked_mean(w2v_b, w2v_lens))
+
+
+def _reference_fusion(fusion, am_feats, am_lens, ssl_feats, ssl_lens):
+    """The fusion as it ran before issue 18: the modules' own forwards."""
+    from speechbrain.dataio.dataio import length_to_mask
+
+    from amser_sb.lobes.fusion import resample_to_length
+
+    time = am_feats.shape[1]
+    n_am = torch.round(am_lens * time).long().clamp(1, time)
+    n_ssl = torch.round(ssl_lens * ssl_feats.shape[1]).long()
+    n_ssl = n_ssl.clamp(1, ssl_feats.shape[1])
+    ssl = resample_to_length(ssl_feats, n_ssl, n_am, time)
+    am, ssl = fusion.proj_am(am_feats), fusion.proj_ssl(ssl)
+    padding = ~length_to_mask(n_am, time).bool()
+    ssl_got, _ = fusion.ssl_from_am(ssl, am, am, key_padding_mask=padding,
+                                    need_weights=False)
+    am_got, _ = fusion.am_from_ssl(am, ssl, ssl, key_padding_mask=padding,
+                                   need_weights=False)
+    am = fusion.norm_am(torch.cat([am, am_got], -1))
+    am = am + fusion.ffn_am(am)
+    ssl = fusion.norm_ssl(torch.cat([ssl, ssl_got], -1))
+    ssl = ssl + fusion.ffn_ssl(ssl)
+    lens = n_am.float() / time
+    return torch.cat([masked_mean(am, lens), masked_mean(ssl, lens)], -1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_stacked_fusion_equals_the_modules_forwards(seed):
+    """Both streams stacked = each module run on its own (values and
+    gradients; dropout off), random lengths and weights."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    fusion = CrossAttentionFusion(am_dim=16, ssl_dim=24, d_model=32,
+                                  n_heads=4, dropout=0.0)
+    for param in fusion.parameters():
+        param.data.normal_(0, 0.3, generator=gen)
+    am = torch.randn(3, 21, 16, generator=gen)
+    ssl = torch.randn(3, 19, 24, generator=gen)
+    am_lens = torch.rand(3, generator=gen).clamp(0.1, 1)
+    ssl_lens = (am_lens + 0.05 * torch.rand(3, generator=gen)).clamp(max=1)
+    new = fusion.train()(am, am_lens, ssl, ssl_lens)
+    (new**2).sum().backward()
+    grads = {n: p.grad.clone() for n, p in fusion.named_parameters()}
+    fusion.zero_grad()
+    old = _reference_fusion(fusion, am, am_lens, ssl, ssl_lens)
+    (old**2).sum().backward()
+    assert torch.allclose(new, old, atol=1e-5, rtol=1e-4)
+    for name, param in fusion.named_parameters():
+        assert torch.allclose(grads[name], param.grad, atol=1e-4,
+                              rtol=1e-3), name
+
+
+def test_cpu_attention_equals_sdpa():
+    from amser_sb.lobes.fusion import attention
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = torch.randn(3, 4, 2, 9, 8, generator=gen).unbind(0)
+    keep = torch.rand(4, 1, 1, 9, generator=gen) > 0.4
+    keep[..., 0] = True
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, keep)
+    assert torch.allclose(attention(q, k, v, keep), ref, atol=1e-6)

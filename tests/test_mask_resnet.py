@@ -231,3 +231,90 @@ def test_padding_invariance_random_lengths(seed):
             assert round(float(feat_lens[i]) * feats.shape[1]) == n
             assert (feats[i, :n] - alone[0]).abs().max() < 1e-4
             assert torch.all(feats[i, n:] == 0)
+
+
+def _reference_am_resnet(model, wavs, lens):
+    """AM-ResNet as it ran before issue 18: 1-D convolutions, the trunk
+    cut by lengths from the convolution arithmetic at every layer."""
+    from speechbrain.dataio.dataio import length_to_mask
+
+    def trunk(conv, mask, n):
+        pooled = F.max_pool1d(mask, conv.kernel_size, conv.stride,
+                              conv.padding)
+        n = conv.output_lengths(n)
+        return pooled * length_to_mask(n, pooled.shape[-1]).unsqueeze(1), n
+
+    time = wavs.shape[1]
+    n = torch.round(lens * time).long()
+    padding = length_to_mask(n, time).unsqueeze(1)
+    mask = madd(wavs, lens)[1].unsqueeze(1) * padding
+    m, n = trunk(model.stem, mask, n)
+    x = model.stem.conv(wavs.unsqueeze(1) * mask) * m
+    for block in model.blocks:
+        act = F.relu(block.norm1(x) * m)
+        m1, n = trunk(block.conv1, m, n)
+        h = F.relu(block.norm2(block.conv1.conv(act)) * m1)
+        m2, n = trunk(block.conv2, m1, n)
+        h = block.conv2.conv(h)
+        short = x if block.shortcut is None else block.shortcut(
+            act[..., :: block.conv1.stride])
+        x, m = (h + short) * m2, m2
+    x = F.relu(model.norm(x) * m)
+    x, _ = model.attention(x)
+    return x.transpose(1, 2), n.float() / x.shape[-1]
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_planar_network_equals_the_1d_reference(train):
+    """Values, lengths, gradients and BN statistics as before issue 18."""
+    gen = torch.Generator().manual_seed(5)
+    wavs = torch.stack([speechlike(9000, i, (2000, 4000)) for i in range(3)])
+    lens = torch.tensor([1.0, 0.61, 0.23])
+    wavs = wavs * (torch.arange(9000) < (lens * 9000).unsqueeze(1))
+    new_model = randomise_bn(small_resnet()).train(train)
+    ref_model = randomise_bn(small_resnet()).train(train)
+    for param in ref_model.parameters():
+        param.data.normal_(0, 0.2, generator=gen)
+    new_model.load_state_dict(ref_model.state_dict())
+    feats, feat_lens = new_model(wavs, lens)
+    ref, ref_lens = _reference_am_resnet(ref_model, wavs, lens)
+    assert torch.equal(feat_lens, ref_lens)
+    assert torch.allclose(feats, ref, atol=1e-5, rtol=1e-4)
+    feats.square().sum().backward()
+    ref.square().sum().backward()
+    for (name, a), b in zip(new_model.named_parameters(),
+                            ref_model.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-4, rtol=1e-3), name
+    for (name, a), b in zip(new_model.named_buffers(), ref_model.buffers()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+
+
+@pytest.mark.parametrize("n", [1, 9, 10, 11, 333, 4001])
+def test_valid_masks_match_the_length_arithmetic(n):
+    from amser_sb.lobes.mask_resnet import subsample_valid
+
+    model = small_resnet()
+    valid = (torch.arange(4001) < n).float()
+    lengths = torch.tensor(n)
+    for conv in [model.stem] + [c for b in model.blocks
+                                for c in (b.conv1, b.conv2)]:
+        valid = subsample_valid(valid, conv.kernel_size, conv.stride,
+                                conv.padding)
+        lengths = conv.output_lengths(lengths)
+        assert int(valid.sum()) == int(lengths)
+        assert bool((valid[: int(lengths)] == 1).all())
+
+
+def test_channels_last_and_float32_options_keep_results():
+    wavs = torch.stack([speechlike(6000, i) for i in range(2)])
+    lens = torch.tensor([1.0, 0.7])
+    base = small_resnet().eval()
+    other = small_resnet(channels_last=True, float32=True).eval()
+    with torch.no_grad():
+        ref, _ = base(wavs, lens)
+        out, _ = other(wavs, lens)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fp32, _ = other(wavs, lens)
+    assert torch.allclose(out, ref, atol=1e-6)
+    assert fp32.dtype == torch.float32
+    assert torch.allclose(fp32, ref, atol=1e-6)

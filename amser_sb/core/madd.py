@@ -195,17 +195,19 @@ def madd(
         lens = lengths_to_samples(wav_lens.to(x.device), time)
     pos = torch.arange(time, device=x.device)
     valid_samples = pos.unsqueeze(0) < lens.unsqueeze(1)  # [B, T]
-    mask = torch.zeros(batch, time, dtype=torch.bool, device=x.device)
+    long_rows = (lens >= window).unsqueeze(1)  # [B, 1]
+    # x and -x stacked: one sliding maximum gives the windows' max and min
+    # (no branch on the data, no host round trip: rows too short for one
+    # window are decided below for every row and picked with ``where``).
+    both = torch.cat([x, -x])
 
-    long_rows = lens >= window
-    if time >= window and bool(long_rows.any()):
+    if time >= window:
         n_win = time - window + 1
-        hi = sliding_max(x, window)
-        lo = -sliding_max(-x, window)
+        ext = sliding_max(both, window)
+        hi, lo = ext[:batch], -ext[batch:]
         d = hi - lo  # [B, n_win]
         win_pos = torch.arange(n_win, device=x.device)
         valid = win_pos.unsqueeze(0) + window <= lens.unsqueeze(1)
-        valid &= long_rows.unsqueeze(1)
         voiced = _voiced_windows(
             d, valid, abs_floor, factor, max_ratio,
             peak=None if clip_level is None else torch.maximum(hi, -lo),
@@ -221,19 +223,17 @@ def madd(
             s = (~voiced & valid).float()
             s = F.pad(s, (window - 1, window - 1), value=0.0)
             covered = sliding_max(s, window) == 0
-        mask |= covered & long_rows.unsqueeze(1)
+    else:
+        covered = torch.zeros_like(valid_samples)
 
-    short_rows = (~long_rows) & (lens > 0)
-    if bool(short_rows.any()):
-        # One window spanning the whole (short) utterance.
-        neg_inf = torch.finfo(x.dtype).min
-        hi = torch.where(valid_samples, x, neg_inf).amax(dim=1)
-        lo = -torch.where(valid_samples, -x, neg_inf).amax(dim=1)
-        keep_short = (hi - lo) > abs_floor
-        if clip_level is not None:
-            keep_short |= torch.maximum(hi, -lo) >= clip_level
-        mask |= (short_rows & keep_short).unsqueeze(1)
-
+    # Rows shorter than one window: one window spanning the utterance.
+    ext = torch.where(valid_samples.repeat(2, 1), both, float("-inf"))
+    ext = ext.amax(dim=1)
+    hi, lo = ext[:batch], -ext[batch:]
+    keep_short = (hi - lo) > abs_floor
+    if clip_level is not None:
+        keep_short |= torch.maximum(hi, -lo) >= clip_level
+    mask = torch.where(long_rows, covered, keep_short.unsqueeze(1))
     mask &= valid_samples
     mask_f = mask.to(wavs.dtype if wavs.is_floating_point() else x.dtype)
     processed = wavs * mask_f
@@ -262,12 +262,13 @@ def _voiced_windows(d, valid, abs_floor, factor, max_ratio, peak, clip_level):
     torch.Tensor
         Bool ``[batch, n_windows]``, True for voiced windows.
     """
-    inf = torch.tensor(float("inf"), device=d.device, dtype=d.dtype)
     audible = valid & (d > abs_floor)
-    ref = torch.where(audible, d, inf).amin(dim=1, keepdim=True)
+    ref = torch.where(audible, d, float("inf")).amin(dim=1, keepdim=True)
     silent = ~audible | (d < factor * ref)
     if max_ratio is not None:
-        loudest = torch.where(valid, d, -inf).amax(dim=1, keepdim=True)
+        loudest = torch.where(valid, d, float("-inf")).amax(
+            dim=1, keepdim=True
+        )
         silent &= ~audible | (d < max_ratio * loudest)
     voiced = ~silent
     if peak is not None:

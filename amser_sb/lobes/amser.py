@@ -56,6 +56,16 @@ class AMSER(torch.nn.Module):
         ``"fusion"`` (default), ``"concat"``, ``"am_resnet"`` or
         ``"ssl"`` (the last two mean-pool one branch over its valid
         frames).
+    compile_training : bool or dict
+        ``torch.compile`` the AM-ResNet branch and the fusion for training
+        (True, or a dict of ``torch.compile`` keyword arguments; default
+        False). Training segments have one fixed shape, so they compile
+        once (``dynamic=False`` unless given); in eval mode (whole,
+        variable-length utterances) the same modules run eagerly. The
+        compiled and eager modules share their parameters; checkpoints
+        are unchanged. The encoder is left alone (SpeechBrain's
+        ``--compile`` / ``compile_module_keys`` compile whole modules for
+        every stage).
 
     Example
     -------
@@ -75,7 +85,12 @@ class AMSER(torch.nn.Module):
     """
 
     def __init__(
-        self, ssl=None, am_resnet=None, fusion=None, mode="fusion"
+        self,
+        ssl=None,
+        am_resnet=None,
+        fusion=None,
+        mode="fusion",
+        compile_training=False,
     ):
         super().__init__()
         if mode in MODE_ALIASES:
@@ -112,6 +127,43 @@ class AMSER(torch.nn.Module):
             self.out_dim = am_resnet.out_dim
         else:
             self.out_dim = ssl.out_dim
+        # Not submodules (their parameters are the eager modules'): a
+        # plain dict keeps them out of state_dict and .modules().
+        self._compiled = {}
+        if compile_training:
+            self.compile_training(
+                **(compile_training if isinstance(compile_training, dict)
+                   else {})
+            )
+
+    def compile_training(self, **options):
+        """Compile the AM-ResNet branch and the fusion for training steps.
+
+        Arguments
+        ---------
+        **options
+            ``torch.compile`` keyword arguments (default ``dynamic=False``:
+            training segments have one shape).
+
+        Example
+        -------
+        >>> from amser_sb.lobes import AMResNet
+        >>> model = AMSER(am_resnet=AMResNet(), mode="am_resnet")
+        >>> model.compile_training()
+        >>> sorted(model._compiled)
+        ['am_resnet']
+        """
+        options.setdefault("dynamic", False)
+        for name in ("am_resnet", "fusion"):
+            module = getattr(self, name)
+            if module is not None:
+                self._compiled[name] = torch.compile(module, **options)
+
+    def _branch(self, name):
+        """The module ``name``, compiled when training and compiled."""
+        if self.training and name in self._compiled:
+            return self._compiled[name]
+        return getattr(self, name)
 
     def ssl_features(self, wavs, wav_lens, ssl_feats=None, ssl_lens=None):
         """Encoder features, from the waveforms or from cached outputs.
@@ -177,7 +229,7 @@ class AMSER(torch.nn.Module):
             ``[batch]`` relative lengths in frames.
         """
         if am_feats is None:
-            return self.am_resnet(wavs, wav_lens, mask)
+            return self._branch("am_resnet")(wavs, wav_lens, mask)
         if am_lens is None:
             frames = am_feats.shape[1]
             n = torch.round(wav_lens * wavs.shape[1]).long()
@@ -243,4 +295,5 @@ class AMSER(torch.nn.Module):
         if self.mode == "ssl":
             return masked_mean(w2v, w2v_lens).unsqueeze(1)
         am, am_lens = self.am_features(wavs, wav_lens, mask, am_feats, am_lens)
-        return self.fusion(am, am_lens, w2v, w2v_lens).unsqueeze(1)
+        fusion = self._branch("fusion")
+        return fusion(am, am_lens, w2v, w2v_lens).unsqueeze(1)

@@ -37,6 +37,7 @@ Authors
 """
 
 import torch
+import torch.nn.functional as F
 from speechbrain.dataio.dataio import length_to_mask
 
 
@@ -215,29 +216,165 @@ class CrossAttentionFusion(torch.nn.Module):
             ``[batch, 4 * d_model]`` (``[batch, 4 * d_model + ssl_dim]``
             with ``ssl_skip``).
         """
-        time = am_feats.shape[1]
+        batch, time = am_feats.shape[:2]
         n_am = _abs_lengths(am_lens, time)
         n_ssl = _abs_lengths(ssl_lens, ssl_feats.shape[1])
         ssl = resample_to_length(ssl_feats, n_ssl, n_am, time)
-        am = self.proj_am(am_feats)
-        ssl = self.proj_ssl(ssl)
-        padding = ~length_to_mask(n_am, time, device=am.device).bool()
-        ssl_got, _ = self.ssl_from_am(
-            ssl, am, am, key_padding_mask=padding, need_weights=False
+        # Both streams run every step stacked, [2, batch, time, d_model]
+        # (0: AM-ResNet, 1: encoder), each with its own weights, so each
+        # step of the block is one batched call for both.
+        streams = torch.stack([self.proj_am(am_feats), self.proj_ssl(ssl)])
+        valid = length_to_mask(n_am, time, dtype=streams.dtype,
+                               device=streams.device)
+        received = self._cross_attend(streams, valid)
+        z = torch.cat([streams, received], dim=-1)
+        d2 = z.shape[-1]
+        z = F.layer_norm(z, (d2,), eps=self.norm_am.eps)
+        z = torch.addcmul(
+            _stacked(self.norm_am.bias, self.norm_ssl.bias).unsqueeze(1)
+            .unsqueeze(1),
+            z,
+            _stacked(self.norm_am.weight, self.norm_ssl.weight).unsqueeze(1)
+            .unsqueeze(1),
         )
-        am_got, _ = self.am_from_ssl(
-            am, ssl, ssl, key_padding_mask=padding, need_weights=False
-        )
-        am = self.norm_am(torch.cat([am, am_got], dim=-1))
-        am = am + self.ffn_am(am)
-        ssl = self.norm_ssl(torch.cat([ssl, ssl_got], dim=-1))
-        ssl = ssl + self.ffn_ssl(ssl)
-        lens = n_am.to(am.dtype) / time
-        fused = torch.cat([masked_mean(am, lens), masked_mean(ssl, lens)], -1)
+        z = z + self._feed_forward(z.view(2, batch * time, d2)).view(z.shape)
+        total = torch.einsum("bt,sbtc->sbc", valid.to(z.dtype), z)
+        pooled = total / n_am.to(z.dtype).view(1, batch, 1)
+        fused = pooled.transpose(0, 1).reshape(batch, 2 * d2)
         if not self.ssl_skip:
             return fused
         pooled = masked_mean(ssl_feats, ssl_lens)
         return torch.cat([self.skip_dropout(fused), pooled], -1)
+
+    def _cross_attend(self, streams, valid):
+        """Each stream attends to the other (both directions at once).
+
+        Arguments
+        ---------
+        streams : torch.Tensor
+            ``[2, batch, time, d_model]``: AM-ResNet, encoder.
+        valid : torch.Tensor
+            ``[batch, time]`` 0/1 valid frames (the keys attended to).
+
+        Returns
+        -------
+        torch.Tensor
+            ``[2, batch, time, d_model]``: what each stream received
+            (``am_from_ssl`` for the first, ``ssl_from_am`` for the second,
+            the same arithmetic as their ``forward``).
+        """
+        mods = (self.am_from_ssl, self.ssl_from_am)
+        _, batch, time, d = streams.shape
+        heads = mods[0].num_heads
+        w_in = _stacked(*(m.in_proj_weight for m in mods))
+        b_in = _stacked(*(m.in_proj_bias for m in mods)).unsqueeze(1)
+        x = streams.reshape(2, batch * time, d)
+        q = torch.baddbmm(b_in[..., :d], x, w_in[:, :d].transpose(1, 2))
+        kv = torch.baddbmm(
+            b_in[..., d:], x.flip(0), w_in[:, d:].transpose(1, 2)
+        )
+        # [2 * batch, heads, time, d_head]; keys/values: the other stream
+        shape = (2, batch, time, heads, d // heads)
+        q = q.view(shape).transpose(2, 3).reshape(2 * batch, heads, time, -1)
+        k, v = kv.view(2, batch, time, 2, heads, d // heads).permute(
+            3, 0, 1, 4, 2, 5
+        ).reshape(2, 2 * batch, heads, time, -1).unbind(0)
+        keep = valid.bool().repeat(2, 1).view(2 * batch, 1, 1, time)
+        p = mods[0].dropout if self.training else 0.0
+        got = attention(q, k, v, keep, p)
+        got = got.view(2, batch, heads, time, -1).transpose(2, 3)
+        got = got.reshape(2, batch * time, d)
+        w_out = _stacked(*(m.out_proj.weight for m in mods))
+        b_out = _stacked(*(m.out_proj.bias for m in mods)).unsqueeze(1)
+        got = torch.baddbmm(b_out, got, w_out.transpose(1, 2))
+        return got.view(2, batch, time, d)
+
+    def _feed_forward(self, z):
+        """Both streams' ``Linear -> ReLU -> Dropout -> Linear``.
+
+        Arguments
+        ---------
+        z : torch.Tensor
+            ``[2, frames, 2 * d_model]``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[2, frames, 2 * d_model]``.
+        """
+        first = (self.ffn_am[0], self.ffn_ssl[0])
+        second = (self.ffn_am[3], self.ffn_ssl[3])
+        if not all(isinstance(m.weight, torch.Tensor)
+                   for m in first + second):
+            # e.g. dynamically quantized layers (int8 inference): each
+            # stream through its own modules
+            return torch.stack([self.ffn_am(z[0]), self.ffn_ssl(z[1])])
+        h = torch.baddbmm(
+            _stacked(*(m.bias for m in first)).unsqueeze(1),
+            z,
+            _stacked(*(m.weight for m in first)).transpose(1, 2),
+        )
+        h = self.ffn_am[2](F.relu(h))
+        return torch.baddbmm(
+            _stacked(*(m.bias for m in second)).unsqueeze(1),
+            h,
+            _stacked(*(m.weight for m in second)).transpose(1, 2),
+        )
+
+
+def _stacked(first, second):
+    """The two streams' copies of one parameter, ``[2, ...]``."""
+    return torch.stack([first, second])
+
+
+def attention(q, k, v, keep, dropout=0.0):
+    """Scaled dot-product attention over the kept keys.
+
+    ``scaled_dot_product_attention`` on CUDA (fused kernels); on other
+    devices the same arithmetic in three batched calls (the CPU's
+    ``scaled_dot_product_attention`` with a mask and dropout runs an
+    unfused path of many small operations).
+
+    Arguments
+    ---------
+    q, k, v : torch.Tensor
+        ``[batch, heads, time, d_head]`` (``k``, ``v``: ``time_k``).
+    keep : torch.Tensor
+        Bool ``[batch, 1, 1, time_k]``: keys that may be attended to (at
+        least one per row).
+    dropout : float
+        Dropout on the attention weights.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, heads, time, d_head]``.
+
+    Example
+    -------
+    >>> q, k, v = torch.randn(3, 2, 4, 8).unbind(0)
+    >>> keep = torch.tensor([True, True, True, False]).view(1, 1, 1, 4)
+    >>> ref = F.scaled_dot_product_attention(q[None], k[None], v[None], keep)
+    >>> torch.allclose(attention(q[None], k[None], v[None], keep), ref,
+    ...                atol=1e-6)
+    True
+    """
+    if q.is_cuda:
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=keep, dropout_p=dropout
+        )
+    batch, heads, time, d_head = q.shape
+    bias = torch.zeros(keep.shape, dtype=q.dtype, device=q.device)
+    bias = bias.masked_fill(~keep, float("-inf"))
+    scores = torch.baddbmm(
+        bias.expand(batch, heads, 1, -1).reshape(batch * heads, 1, -1),
+        q.reshape(batch * heads, time, d_head),
+        k.reshape(batch * heads, -1, d_head).transpose(1, 2),
+        alpha=d_head**-0.5,
+    )
+    weights = F.dropout(torch.softmax(scores, dim=-1), dropout, True)
+    out = torch.bmm(weights, v.reshape(batch * heads, -1, d_head))
+    return out.view(batch, heads, time, d_head)
 
 
 class ConcatFusion(torch.nn.Module):

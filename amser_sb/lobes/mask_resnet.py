@@ -90,6 +90,124 @@ def conv_output_length(lengths, kernel_size, stride, padding):
     )
 
 
+def batch_norm_planar(norm, x):
+    """``norm`` (a ``BatchNorm1d``) on ``[batch, channels, 1, time]``.
+
+    The same statistics, running-average update and output as
+    ``norm(x.squeeze(2)).unsqueeze(2)``, in one call (the planar layout
+    lets every convolution of AM-ResNet run as one 2-D convolution, without
+    the reshapes that 1-D convolutions add around each call).
+
+    Arguments
+    ---------
+    norm : torch.nn.BatchNorm1d
+        Its parameters, buffers and train/eval mode are used.
+    x : torch.Tensor
+        ``[batch, channels, 1, time]``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, channels, 1, time]``.
+
+    Example
+    -------
+    >>> norm = torch.nn.BatchNorm1d(3).train()
+    >>> x = torch.randn(2, 3, 5)
+    >>> ref = torch.nn.BatchNorm1d(3).train()(x)
+    >>> torch.allclose(batch_norm_planar(norm, x.unsqueeze(2)).squeeze(2), ref)
+    True
+    """
+    if norm.momentum is None or not norm.track_running_stats:
+        return norm(x.squeeze(2)).unsqueeze(2)
+    if norm.training:
+        norm.num_batches_tracked.add_(1)
+    return F.batch_norm(
+        x,
+        norm.running_mean,
+        norm.running_var,
+        norm.weight,
+        norm.bias,
+        norm.training,
+        norm.momentum,
+        norm.eps,
+    )
+
+
+def conv_planar(conv, x, bias=None):
+    """A ``Conv1d``'s weights applied to ``[batch, channels, 1, time]``.
+
+    Arguments
+    ---------
+    conv : torch.nn.Conv1d
+        Weights, stride, padding (bias too, unless ``bias`` is given).
+    x : torch.Tensor
+        ``[batch, in_channels, 1, time]``.
+    bias : torch.Tensor, optional
+        Overrides ``conv.bias``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, out_channels, 1, time']``, equal to
+        ``conv(x.squeeze(2)).unsqueeze(2)``.
+
+    Example
+    -------
+    >>> conv = torch.nn.Conv1d(2, 4, 7, stride=3, padding=3)
+    >>> x = torch.randn(1, 2, 50)
+    >>> y = conv_planar(conv, x.unsqueeze(2)).squeeze(2)
+    >>> torch.allclose(y, conv(x), atol=1e-6)
+    True
+    """
+    return F.conv2d(
+        x,
+        conv.weight.unsqueeze(2),
+        conv.bias if bias is None else bias,
+        stride=(1, conv.stride[0]),
+        padding=(0, conv.padding[0]),
+    )
+
+
+def subsample_valid(valid, kernel_size, stride, padding):
+    """Valid-frame mask after a convolution, from the one before it.
+
+    Output frame ``j`` of a convolution is valid (``j <
+    conv_output_length(n)``) exactly when input frame ``j * stride +
+    kernel_size - 1 - 2 * padding`` is valid (frames before the first count
+    as valid), so the output mask is a strided slice of the input mask:
+    no lengths, no comparisons.
+
+    Arguments
+    ---------
+    valid : torch.Tensor
+        ``[..., time]`` 0/1 prefix mask (1 on the first ``n`` frames).
+    kernel_size, stride, padding : int
+        The layer's geometry, with ``2 * padding >= kernel_size - 1``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[..., time']`` 0/1 prefix mask of ``conv_output_length(n)`` ones.
+
+    Example
+    -------
+    >>> valid = (torch.arange(12) < 7).float()
+    >>> subsample_valid(valid, 10, 5, 5)
+    tensor([1., 1., 0.])
+    >>> int(conv_output_length(torch.tensor(7), 10, 5, 5))
+    2
+    """
+    offset = kernel_size - 1 - 2 * padding
+    if offset > 0:
+        raise ValueError(
+            f"padding {padding} too small for kernel {kernel_size}"
+        )
+    if offset < 0:
+        valid = F.pad(valid, (-offset, 0), value=1.0)
+    return valid[..., ::stride]
+
+
 class MaskedConv1d(torch.nn.Module):
     """A bias-free ``Conv1d`` with its mask trunk (max-pooling of the mask).
 
@@ -192,6 +310,31 @@ class MaskedConv1d(torch.nn.Module):
         mask, lengths = self.pool_mask(mask, lengths)
         return self.conv(x), mask, lengths
 
+    def trunk(self, mask, valid):
+        """Mask trunk in the planar layout, lengths carried as a mask.
+
+        Arguments
+        ---------
+        mask : torch.Tensor
+            ``[batch, 1, 1, time]`` 0/1, zero wherever ``valid`` is.
+        valid : torch.Tensor
+            ``[batch, 1, 1, time]`` 0/1 prefix mask of the valid frames.
+
+        Returns
+        -------
+        mask : torch.Tensor
+            ``[batch, 1, 1, time']``: what ``pool_mask`` gives.
+        valid : torch.Tensor
+            ``[batch, 1, 1, time']`` valid output frames.
+        """
+        valid = subsample_valid(
+            valid, self.kernel_size, self.stride, self.padding
+        )
+        pooled = F.max_pool2d(
+            mask, (1, self.kernel_size), (1, self.stride), (0, self.padding)
+        )
+        return pooled * valid, valid
+
 
 class MaskResBlock(torch.nn.Module):
     """Pre-activation mask residual block (the paper's Fig. 4(d)).
@@ -286,15 +429,62 @@ class MaskResBlock(torch.nn.Module):
             lengths = torch.full(
                 (x.shape[0],), x.shape[-1], dtype=torch.long, device=x.device
             )
-        act = F.relu(self.norm1(x) * mask)
-        h, mask1, len1 = self.conv1(act, mask, lengths)
-        h = F.relu(self.norm2(h) * mask1)
-        h, mask2, len2 = self.conv2(h, mask1, len1)
+        valid = length_to_mask(
+            lengths, x.shape[-1], dtype=mask.dtype, device=mask.device
+        )
+        mask = mask.unsqueeze(2)
+        masks, _ = self.trunk(mask, valid.view(mask.shape))
+        y = self.forward_planar(x.unsqueeze(2), mask, masks)
+        return y.squeeze(2), masks[1].squeeze(2), self.output_lengths(lengths)
+
+    def trunk(self, mask, valid):
+        """The block's mask trunk (see ``MaskedConv1d.trunk``).
+
+        Arguments
+        ---------
+        mask, valid : torch.Tensor
+            ``[batch, 1, 1, time]`` input mask and valid frames.
+
+        Returns
+        -------
+        masks : tuple of torch.Tensor
+            The masks after the first and the second convolution.
+        valid : torch.Tensor
+            ``[batch, 1, 1, time']`` valid output frames.
+        """
+        mask1, valid = self.conv1.trunk(mask, valid)
+        mask2, valid = self.conv2.trunk(mask1, valid)
+        return (mask1, mask2), valid
+
+    def forward_planar(self, x, mask, masks):
+        """The block on ``[batch, channels, 1, time]`` with its trunk masks.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            ``[batch, channels, 1, time]``.
+        mask : torch.Tensor
+            ``[batch, 1, 1, time]`` input mask.
+        masks : tuple of torch.Tensor
+            ``trunk``'s masks.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, out_channels, 1, time']``, 0 where ``masks[1]`` is.
+        """
+        mask1, mask2 = masks
+        act = F.relu(batch_norm_planar(self.norm1, x) * mask)
+        h = conv_planar(self.conv1.conv, act)
+        h = F.relu(batch_norm_planar(self.norm2, h) * mask1)
+        h = conv_planar(self.conv2.conv, h)
         if self.shortcut is None:
             shortcut = x
         else:
-            shortcut = self.shortcut(act[..., :: self.conv1.stride])
-        return (h + shortcut) * mask2, mask2, len2
+            shortcut = conv_planar(
+                self.shortcut, act[..., :: self.conv1.stride]
+            )
+        return (h + shortcut) * mask2
 
 
 class VoicedAttention(torch.nn.Module):
@@ -343,6 +533,24 @@ class VoicedAttention(torch.nn.Module):
         w = torch.sigmoid(self.conv(x))
         return x * w, w
 
+    def forward_planar(self, x):
+        """``forward`` on ``[batch, channels, 1, time]``.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            ``[batch, channels, 1, time]``.
+
+        Returns
+        -------
+        out : torch.Tensor
+            ``[batch, channels, 1, time]``.
+        weights : torch.Tensor
+            ``[batch, 1, 1, time]``.
+        """
+        w = torch.sigmoid(conv_planar(self.conv, x))
+        return x * w, w
+
 
 class AMResNet(torch.nn.Module):
     """Attention mask residual network on raw 16 kHz waveforms.
@@ -371,6 +579,14 @@ class AMResNet(torch.nn.Module):
         ``forward`` gets no mask.
     madd_options : dict, optional
         Further keyword arguments of ``madd``.
+    channels_last : bool
+        Run the convolutions in the channels-last memory layout (default
+        False; on GPUs, cuDNN's channels-last kernels are often the fast
+        ones in bf16). Same results.
+    float32 : bool
+        Run this branch in float32 even under autocast (default False:
+        autocast's dtype), for GPUs where its small convolutions are
+        cheaper in float32; the features are float32.
 
     Example
     -------
@@ -396,8 +612,12 @@ class AMResNet(torch.nn.Module):
         madd_window=DEFAULT_WINDOW,
         madd_factor=DEFAULT_FACTOR,
         madd_options=None,
+        channels_last=False,
+        float32=False,
     ):
         super().__init__()
+        self.channels_last = bool(channels_last)
+        self.float32 = bool(float32)
         self.use_mask = use_mask
         self.madd_kwargs = dict(madd_options or {})
         self.madd_kwargs.update(window=madd_window, factor=madd_factor)
@@ -454,21 +674,26 @@ class AMResNet(torch.nn.Module):
             ``[batch, time]`` float 0/1 mask (ignored silence if
             ``use_mask`` is False).
         """
+        return self._sample_masks(wavs, wav_lens, mask)[0]
+
+    def _sample_masks(self, wavs, wav_lens, mask):
+        """``(input_mask, padding)``: both ``[batch, time]`` float 0/1."""
         batch, time = wavs.shape
         if wav_lens is None:
             wav_lens = torch.ones(batch, device=wavs.device)
         n = lengths_to_samples(wav_lens, time)
         padding = length_to_mask(n, time, dtype=wavs.dtype, device=wavs.device)
         if not self.use_mask:
-            return padding
+            return padding, padding
         if mask is None:
             _, mask = madd(wavs, wav_lens, **self.madd_kwargs)
-        elif mask.shape != wavs.shape:
+            return mask * padding, padding
+        if mask.shape != wavs.shape:
             raise ValueError(
                 f"mask shape {tuple(mask.shape)} does not match the waveforms "
                 f"{tuple(wavs.shape)}: pass one 0/1 value per sample"
             )
-        return mask.to(wavs.dtype) * padding
+        return mask.to(wavs.dtype) * padding, padding
 
     def forward(self, wavs, wav_lens=None, mask=None, return_weights=False):
         """AM-ResNet features of a batch of waveforms.
@@ -501,23 +726,54 @@ class AMResNet(torch.nn.Module):
                 f"AMResNet expects waveforms [batch, time], got "
                 f"{tuple(wavs.shape)} (average or pick one channel first)"
             )
+        device = wavs.device.type
+        if self.float32 and torch.is_autocast_enabled(device):
+            with torch.autocast(device, enabled=False):
+                return self._forward(
+                    wavs.float(), wav_lens, mask, return_weights
+                )
+        return self._forward(wavs, wav_lens, mask, return_weights)
+
+    def _forward(self, wavs, wav_lens, mask, return_weights):
+        """``forward`` after the precision choice."""
         batch, time = wavs.shape
         if wav_lens is None:
             wav_lens = torch.ones(batch, device=wavs.device)
-        sample_mask = self.input_mask(wavs, wav_lens, mask).unsqueeze(1)
-        x = wavs.unsqueeze(1) * sample_mask
-        lengths = lengths_to_samples(wav_lens, time)
-        x, m, lengths = self.stem(x, sample_mask, lengths)
-        x = x * m
+        sample_mask, padding = self._sample_masks(wavs, wav_lens, mask)
+        # Planar layout [batch, channels, 1, time]: every convolution is one
+        # 2-D convolution call. The mask trunk runs first, in the dtype the
+        # convolutions compute in (autocast's), so that masking adds no
+        # casts; lengths travel as valid-frame masks (no host round trips).
+        dtype = _compute_dtype(wavs)
+        m = sample_mask.to(dtype).view(batch, 1, 1, time)
+        m, valid = self.stem.trunk(m, padding.to(dtype).view(m.shape))
+        stem_mask, trunk = m, []
         for block in self.blocks:
-            x, m, lengths = block(x, m, lengths)
-        x = F.relu(self.norm(x) * m)
+            masks, valid = block.trunk(m, valid)
+            trunk.append((m, masks))
+            m = masks[1]
+        x = (wavs * sample_mask).view(batch, 1, 1, time)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = conv_planar(self.stem.conv, x) * stem_mask
+        for block, (block_mask, masks) in zip(self.blocks, trunk):
+            x = block.forward_planar(x, block_mask, masks)
+        x = F.relu(batch_norm_planar(self.norm, x) * m)
         if self.attention is not None:
-            x, w = self.attention(x)
+            x, w = self.attention.forward_planar(x)
         else:
             w = torch.ones_like(m)
-        feats = x.transpose(1, 2)
-        feat_lens = lengths.to(feats.dtype) / feats.shape[1]
+        feats = x.squeeze(2).transpose(1, 2)
+        frames = feats.shape[1]
+        feat_lens = valid.view(batch, frames).sum(1).to(feats.dtype) / frames
         if return_weights:
-            return feats, feat_lens, w.squeeze(1)
+            return feats, feat_lens, w.view(batch, frames)
         return feats, feat_lens
+
+
+def _compute_dtype(x):
+    """The dtype convolutions on ``x`` compute in (autocast's when on)."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype

@@ -70,6 +70,7 @@ class AMSERBrain(sb.Brain):
     a fine-tuned encoder ``lr_ssl``, with ``use_feature_cache``
     ``feature_cache_dtype``. Optional features, off when the YAML lacks
     them: ``lr_annealing``, ``class_weights``, ``freeze_am_resnet``,
+    ``cudnn_benchmark``,
     ``stage1_folder``, ``use_feature_cache``, ``feature_cache_folder``.
     The YAML is the one source of every value (see
     ``recipes/IEMOCAP/emotion_recognition/hparams/am_resnet_w2v2.yaml``);
@@ -308,6 +309,9 @@ class AMSERBrain(sb.Brain):
         self.load_stage1()
         self._freeze_am_resnet()
         self.save_encoder_options()
+        if self._hparam("cudnn_benchmark"):
+            # Fixed training shapes: let cuDNN time its algorithms once.
+            torch.backends.cudnn.benchmark = True
         super().on_fit_start()
 
     @sb.utils.distributed.main_process_only

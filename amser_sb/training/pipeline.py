@@ -547,7 +547,9 @@ def loader_options(hparams, dataset, stage):
         batch_ordering="random",
         seed=hparams["seed"],
     )
-    return {
-        "batch_sampler": sampler,
-        "num_workers": options["num_workers"],
+    loader = {
+        key: value
+        for key, value in options.items()
+        if key not in ("batch_size", "shuffle", "drop_last", "sampler")
     }
+    return dict(loader, batch_sampler=sampler)

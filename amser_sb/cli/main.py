@@ -11,8 +11,26 @@ Authors
 import argparse
 import json
 import logging
+import math
 import sys
 
+
+def positive_seconds(text):
+    """An argparse type: a finite number of seconds above 0.
+
+    Example
+    -------
+    >>> positive_seconds("2.5")
+    2.5
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a positive number of seconds")
+    return value
 
 
 def _cv(args, rest):
@@ -84,7 +102,7 @@ def _classify(args, rest):
             status = 1
             continue
         if args.json:
-            print(json.dumps(res.to_dict()))
+            print(json.dumps(res.to_dict(), allow_nan=False))
             continue
         post = " ".join(f"{k}={v:.3f}" for k, v in res.posteriors.items())
         print(f"{path}\t{res.label}\t{post}")
@@ -190,10 +208,10 @@ def build_parser(command=None):
     p.add_argument("--model", required=True, help="model folder or hub id")
     p.add_argument("--savedir", default=None)
     p.add_argument("--json", action="store_true", help="one JSON per file")
-    p.add_argument("--window", type=float, default=None,
+    p.add_argument("--window", type=positive_seconds, default=None,
                    help="window seconds for long audio (default: whole file "
                    "up to --max_whole seconds, 4 s windows beyond)")
-    p.add_argument("--hop", type=float, default=None,
+    p.add_argument("--hop", type=positive_seconds, default=None,
                    help="hop seconds (default: window / 2)")
     p.add_argument("--max_whole", type=float, default=30.0,
                    help="files longer than this are windowed")

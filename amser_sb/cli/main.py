@@ -42,7 +42,8 @@ def _cv(args, rest):
 def _export(args, rest):
     from amser_sb.inference.export import export_model
 
-    out = export_model(args.experiment, args.model_dir)
+    out = export_model(args.experiment, args.model_dir,
+                       allow_any_yaml=args.allow_any_yaml)
     print(f"exported {out}")
     return 0
 
@@ -190,7 +191,10 @@ def build_parser(command=None):
 
     p = sub.add_parser("export", help="export the best checkpoint")
     p.add_argument("experiment", help="experiment or fold output folder")
-    p.add_argument("model_dir", help="model folder to write")
+    p.add_argument("model_dir", help="model folder to write (new, empty or "
+                   "an earlier export: nothing else is replaced)")
+    p.add_argument("--allow_any_yaml", action="store_true",
+                   help=_ALLOW_ANY_YAML_HELP)
     p.set_defaults(func=_export)
 
     p = sub.add_parser("push", help="upload a model folder to the Hub")

@@ -58,6 +58,8 @@ def user_error_message(err):
     -------
     >>> user_error_message(PermissionError(13, "Permission denied", "/ro/x"))
     'error: cannot write /ro/x: permission denied; make it writable or choose another folder'
+    >>> user_error_message(NotADirectoryError(20, "Not a directory", "f/x"))
+    'error: cannot use f/x as a folder: a part of that path is a file, not a folder; choose another path'
     >>> user_error_message(KeyError("n")) is None
     True
     """
@@ -66,6 +68,16 @@ def user_error_message(err):
         return (
             f"error: cannot write {where}: permission denied; make it "
             "writable or choose another folder"
+        )
+    if isinstance(err, NotADirectoryError) and err.filename:
+        return (
+            f"error: cannot use {err.filename} as a folder: a part of that "
+            "path is a file, not a folder; choose another path"
+        )
+    if isinstance(err, FileExistsError) and err.filename:
+        return (
+            f"error: cannot create the folder {err.filename}: a file of "
+            "that name is in the way; choose another path (or move the file)"
         )
     if isinstance(err, FileNotFoundError):
         if err.filename and err.strerror is not None:

@@ -163,8 +163,8 @@ class SpeechEncoder(torch.nn.Module):
             raise ValueError(
                 f"a waveform has {int(n.min())} samples, fewer than one "
                 f"output frame of {type(self).__name__} ({self.min_samples} "
-                "samples): drop or zero-pad such segments in the data "
-                "pipeline"
+                "samples): the audio is too short for this encoder; use "
+                f"clips of at least {self.min_samples} samples"
             )
         return n
 
@@ -237,8 +237,12 @@ class SpeechEncoder(torch.nn.Module):
                 raise ValueError(
                     f"with layer_weights the encoder output must be [batch, "
                     f"{self.n_layers}, frames, feat], got "
-                    f"{tuple(hidden.shape)}: rebuild the feature cache with "
-                    "all hidden layers"
+                    f"{tuple(hidden.shape)}: when fine-tuning "
+                    "(--freeze_ssl=False) the encoder skipped layers "
+                    "(LayerDrop: set layerdrop to 0 in its config.json); "
+                    "with a frozen encoder, delete the feature cache "
+                    "(--feature_cache_folder) so it is rebuilt with all "
+                    "hidden layers"
                 )
             w = torch.softmax(self.layer_weights, dim=0)
             hidden = torch.einsum("l,bltc->btc", w.to(hidden.dtype), hidden)

@@ -166,6 +166,15 @@ does not exist
         hub = _hparam_text(hparams_file, overrides, "ssl_hub")
         raise RecipeError(_hub_message(hub, err)) from err
     except Exception as err:
+        from amser_sb.config.user_errors import (
+            refused_tag,
+            refused_tag_message,
+        )
+
+        if refused_tag(err):  # a YAML error, but not a syntax error
+            raise RecipeError(
+                refused_tag_message(refused_tag(err), hparams_file)
+            ) from err
         if type(err).__name__ != "SafetensorError":  # safetensors' one type
             raise
         hub = _hparam_text(hparams_file, overrides, "ssl_hub")

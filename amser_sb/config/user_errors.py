@@ -17,6 +17,7 @@ Authors
 import contextlib
 import importlib
 import os
+import re
 import sys
 
 from amser_sb.core.errors import USER_ERROR_STATUS, AmserUserError
@@ -84,11 +85,45 @@ def user_error_message(err):
             return f"error: {err.filename} does not exist; check the path"
         return f"error: {err}"  # ours: the message names the file
     if isinstance(err, user_error_types()):
+        if _is_yaml(err) and refused_tag(err):
+            return f"error: {refused_tag_message(refused_tag(err))}"
         if _is_yaml(err):
             text = " ".join(str(err).split())
             return f"error: YAML syntax error: {text}; fix the file"
         return f"error: {err}"
     return None
+
+
+def refused_tag(err):
+    """The tag a YAML constructor could not build, or None.
+
+    Arguments
+    ---------
+    err : Exception
+
+    Returns
+    -------
+    str or None
+    """
+    if type(err).__name__ != "ConstructorError":
+        return None
+    match = re.search(r"constructor for the tag '([^']+)'", str(err))
+    return match.group(1) if match else None
+
+
+def refused_tag_message(tag, where="the YAML file"):
+    """The message for a tag no constructor knows (not a syntax error).
+
+    Example
+    -------
+    >>> refused_tag_message("!nwe:torch.nn.Linear")
+    "YAML tag '!nwe:torch.nn.Linear' in the YAML file is not one HyperPyYAML \
+knows (!new:, !name:, !apply:, !ref, !copy, !tuple); fix its spelling"
+    """
+    return (
+        f"YAML tag {tag!r} in {where} is not one HyperPyYAML knows (!new:, "
+        "!name:, !apply:, !ref, !copy, !tuple); fix its spelling"
+    )
 
 
 def _is_yaml(err):

@@ -127,6 +127,9 @@ knows (!new:, !name:, !apply:, !ref, !copy, !tuple); fix its spelling"
 
 
 def _is_yaml(err):
+    """A YAML parser's error (ours, e.g. a refused model file, say more)."""
+    if isinstance(err, AmserUserError):
+        return False
     return type(err).__name__.endswith("YAMLError") or "yaml" in (
         type(err).__module__ or ""
     )

@@ -4,8 +4,8 @@ An interrupted fold resumes from its latest checkpoint. If the corpus
 changed in between (files added, removed or relabelled), the data
 preparation rebuilds the manifests and the run would continue a model
 trained on the old data without a word. :func:`check_fold_data` records
-the sha256 of the fold's manifests (``train/valid/test.csv`` and
-``label_encoder.txt``) in ``<output_folder>/data_digest.json`` and, when
+the sha256 of the fold's manifests (``train/valid/test.csv``, audio paths
+reduced to file names, and ``label_encoder.txt``) in ``<output_folder>/data_digest.json`` and, when
 checkpoints exist, refuses to resume on other data: the message names
 the changed files and asks for a new ``--output_root``.
 
@@ -13,6 +13,7 @@ Authors
  * amser-sb contributors
 """
 
+import csv
 import glob
 import hashlib
 import json
@@ -34,10 +35,19 @@ class DataChangedError(AmserUserError, RuntimeError):
 
 
 def _sha256(path):
+    """sha256 of a file; of a CSV manifest, of its rows with each ``wav``
+    reduced to its file name (a moved corpus holds the same data)."""
     h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            h.update(chunk)
+    if not path.endswith(".csv"):
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            if "wav" in row:
+                row["wav"] = os.path.basename(row["wav"] or "")
+            h.update(json.dumps(row, sort_keys=True).encode("utf-8"))
     return h.hexdigest()
 
 

@@ -144,8 +144,9 @@ def _convert_ct2(args, rest):
 
 
 _ALLOW_ANY_YAML_HELP = (
-    "load a hyperparams.yaml even if it names code outside amser_sb.lobes / "
-    "speechbrain / torch.nn (it runs that code: only for files you trust)"
+    "load a hyperparams.yaml even if it names code outside the allow-list "
+    "of amser_sb.config.yaml_trust (it runs that code: only for files you "
+    "trust)"
 )
 
 

@@ -88,7 +88,8 @@ def load_classifier(
         only; fast on CPUs with AVX512-BF16 or AMX, slower elsewhere).
     allow_any_yaml : bool
         Load a local folder's ``hyperparams.yaml`` even if it names code
-        outside ``amser_sb.config.yaml_trust.ALLOWED_PREFIXES`` (it runs that code).
+        outside the allow-list of ``amser_sb.config.yaml_trust`` (it runs that
+        code).
 
     Returns
     -------

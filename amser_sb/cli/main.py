@@ -11,8 +11,26 @@ Authors
 import argparse
 import json
 import logging
+import math
 import sys
 
+
+def positive_seconds(text):
+    """An argparse type: a finite number of seconds above 0.
+
+    Example
+    -------
+    >>> positive_seconds("2.5")
+    2.5
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a positive number of seconds")
+    return value
 
 
 def _cv(args, rest):
@@ -24,7 +42,8 @@ def _cv(args, rest):
 def _export(args, rest):
     from amser_sb.inference.export import export_model
 
-    out = export_model(args.experiment, args.model_dir)
+    out = export_model(args.experiment, args.model_dir,
+                       allow_any_yaml=args.allow_any_yaml)
     print(f"exported {out}")
     return 0
 
@@ -84,7 +103,7 @@ def _classify(args, rest):
             status = 1
             continue
         if args.json:
-            print(json.dumps(res.to_dict()))
+            print(json.dumps(res.to_dict(), allow_nan=False))
             continue
         post = " ".join(f"{k}={v:.3f}" for k, v in res.posteriors.items())
         print(f"{path}\t{res.label}\t{post}")
@@ -126,8 +145,9 @@ def _convert_ct2(args, rest):
 
 
 _ALLOW_ANY_YAML_HELP = (
-    "load a hyperparams.yaml even if it names code outside amser_sb.lobes / "
-    "speechbrain / torch.nn (it runs that code: only for files you trust)"
+    "load a hyperparams.yaml even if it names code outside the allow-list "
+    "of amser_sb.config.yaml_trust (it runs that code: only for files you "
+    "trust)"
 )
 
 
@@ -173,7 +193,10 @@ def build_parser(command=None):
 
     p = sub.add_parser("export", help="export the best checkpoint")
     p.add_argument("experiment", help="experiment or fold output folder")
-    p.add_argument("model_dir", help="model folder to write")
+    p.add_argument("model_dir", help="model folder to write (new, empty or "
+                   "an earlier export: nothing else is replaced)")
+    p.add_argument("--allow_any_yaml", action="store_true",
+                   help=_ALLOW_ANY_YAML_HELP)
     p.set_defaults(func=_export)
 
     p = sub.add_parser("push", help="upload a model folder to the Hub")
@@ -191,10 +214,10 @@ def build_parser(command=None):
     p.add_argument("--model", required=True, help="model folder or hub id")
     p.add_argument("--savedir", default=None)
     p.add_argument("--json", action="store_true", help="one JSON per file")
-    p.add_argument("--window", type=float, default=None,
+    p.add_argument("--window", type=positive_seconds, default=None,
                    help="window seconds for long audio (default: whole file "
                    "up to --max_whole seconds, 4 s windows beyond)")
-    p.add_argument("--hop", type=float, default=None,
+    p.add_argument("--hop", type=positive_seconds, default=None,
                    help="hop seconds (default: window / 2)")
     p.add_argument("--max_whole", type=float, default=30.0,
                    help="files longer than this are windowed")

@@ -77,6 +77,23 @@ def _hub_message(hub, err):
     )
 
 
+def _damaged_weights_message(hub, err):
+    """The error text for an encoder whose weights file cannot be read."""
+    folder = os.path.expanduser(hub or "")
+    files = sorted(
+        name for name in (os.listdir(folder) if os.path.isdir(folder) else [])
+        if name.endswith((".safetensors", ".bin"))
+    )
+    where = (", ".join(os.path.join(folder, f) for f in files)
+             if files else "its weights file")
+    return (
+        f"cannot load ssl_hub={hub!r}: {where} is damaged or truncated "
+        f"({' '.join(str(err).split())}); fetch the encoder again (e.g. "
+        "`amser-sb fetch-encoder whisper-base DIR` into a new DIR, or "
+        "huggingface_hub.snapshot_download) and pass that folder"
+    )
+
+
 def load_hparams(hparams_file, overrides=None, check_data=True):
     """Loads recipe hparams, turning common mistakes into clear errors.
 
@@ -152,6 +169,20 @@ does not exist
             raise
         hub = _hparam_text(hparams_file, overrides, "ssl_hub")
         raise RecipeError(_hub_message(hub, err)) from err
+    except Exception as err:
+        from amser_sb.config.user_errors import (
+            refused_tag,
+            refused_tag_message,
+        )
+
+        if refused_tag(err):  # a YAML error, but not a syntax error
+            raise RecipeError(
+                refused_tag_message(refused_tag(err), hparams_file)
+            ) from err
+        if type(err).__name__ != "SafetensorError":  # safetensors' one type
+            raise
+        hub = _hparam_text(hparams_file, overrides, "ssl_hub")
+        raise RecipeError(_damaged_weights_message(hub, err)) from err
     problem = fold_problem(hparams)
     if problem is not None:
         raise RecipeError(problem)

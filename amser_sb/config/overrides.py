@@ -44,12 +44,18 @@ def as_dict(overrides):
     -------
     >>> as_dict("lr: 0.01\\nfold: 2")
     {'lr': 0.01, 'fold': 2}
+    >>> as_dict("lr: 0.01\\nlr: 0.1")
+    Traceback (most recent call last):
+    ...
+    amser_sb.config.overrides.OverrideError: option --lr is given 2 times \
+(0.01, 0.1): give each option once
     """
     if not overrides:
         return {}
     if isinstance(overrides, dict):
         return dict(overrides)
     try:
+        _refuse_repeated(overrides)
         data = yaml.safe_load(overrides)
     except yaml.YAMLError as err:
         raise OverrideError(
@@ -64,6 +70,26 @@ def as_dict(overrides):
             f"{overrides!r}"
         )
     return data
+
+
+def _refuse_repeated(text):
+    """Raise for an option given twice (``--lr=1 ... --lr=2``): the later
+    one would silently win, or the file would be blamed for it."""
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen = {}
+    for key, value in node.value:
+        seen.setdefault(key.value, []).append(
+            getattr(value, "value", "") if isinstance(value, yaml.ScalarNode)
+            else "...")
+    repeated = {k: v for k, v in seen.items() if len(v) > 1}
+    if repeated:
+        raise OverrideError("; ".join(
+            f"option --{key} is given {len(values)} times "
+            f"({', '.join(map(str, values))})"
+            for key, values in repeated.items()
+        ) + ": give each option once")
 
 
 def rename_deprecated(overrides):

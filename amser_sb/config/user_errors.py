@@ -17,6 +17,7 @@ Authors
 import contextlib
 import importlib
 import os
+import re
 import sys
 
 from amser_sb.core.errors import USER_ERROR_STATUS, AmserUserError
@@ -58,6 +59,8 @@ def user_error_message(err):
     -------
     >>> user_error_message(PermissionError(13, "Permission denied", "/ro/x"))
     'error: cannot write /ro/x: permission denied; make it writable or choose another folder'
+    >>> user_error_message(NotADirectoryError(20, "Not a directory", "f/x"))
+    'error: cannot use f/x as a folder: a part of that path is a file, not a folder; choose another path'
     >>> user_error_message(KeyError("n")) is None
     True
     """
@@ -67,11 +70,23 @@ def user_error_message(err):
             f"error: cannot write {where}: permission denied; make it "
             "writable or choose another folder"
         )
+    if isinstance(err, NotADirectoryError) and err.filename:
+        return (
+            f"error: cannot use {err.filename} as a folder: a part of that "
+            "path is a file, not a folder; choose another path"
+        )
+    if isinstance(err, FileExistsError) and err.filename:
+        return (
+            f"error: cannot create the folder {err.filename}: a file of "
+            "that name is in the way; choose another path (or move the file)"
+        )
     if isinstance(err, FileNotFoundError):
         if err.filename and err.strerror is not None:
             return f"error: {err.filename} does not exist; check the path"
         return f"error: {err}"  # ours: the message names the file
     if isinstance(err, user_error_types()):
+        if _is_yaml(err) and refused_tag(err):
+            return f"error: {refused_tag_message(refused_tag(err))}"
         if _is_yaml(err):
             text = " ".join(str(err).split())
             return f"error: YAML syntax error: {text}; fix the file"
@@ -79,7 +94,42 @@ def user_error_message(err):
     return None
 
 
+def refused_tag(err):
+    """The tag a YAML constructor could not build, or None.
+
+    Arguments
+    ---------
+    err : Exception
+
+    Returns
+    -------
+    str or None
+    """
+    if type(err).__name__ != "ConstructorError":
+        return None
+    match = re.search(r"constructor for the tag '([^']+)'", str(err))
+    return match.group(1) if match else None
+
+
+def refused_tag_message(tag, where="the YAML file"):
+    """The message for a tag no constructor knows (not a syntax error).
+
+    Example
+    -------
+    >>> refused_tag_message("!nwe:torch.nn.Linear")
+    "YAML tag '!nwe:torch.nn.Linear' in the YAML file is not one HyperPyYAML \
+knows (!new:, !name:, !apply:, !ref, !copy, !tuple); fix its spelling"
+    """
+    return (
+        f"YAML tag {tag!r} in {where} is not one HyperPyYAML knows (!new:, "
+        "!name:, !apply:, !ref, !copy, !tuple); fix its spelling"
+    )
+
+
 def _is_yaml(err):
+    """A YAML parser's error (ours, e.g. a refused model file, say more)."""
+    if isinstance(err, AmserUserError):
+        return False
     return type(err).__name__.endswith("YAMLError") or "yaml" in (
         type(err).__module__ or ""
     )

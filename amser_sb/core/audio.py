@@ -171,7 +171,7 @@ def _is_lfs_pointer(path):
         return False
 
 
-def audio_info(path, sample_rate=None):
+def audio_info(path, sample_rate=None, prep_hint=True):
     """Frames, rate and channels of a usable audio file, or a clear error.
 
     Arguments
@@ -181,6 +181,10 @@ def audio_info(path, sample_rate=None):
     sample_rate : int, optional
         Required sample rate; another one raises :class:`AudioError`.
         None accepts any rate.
+    prep_hint : bool
+        Suggest re-running the data preparation in the messages (the file
+        came from a manifest); False for files a user names directly
+        (``amser-sb classify``).
 
     Returns
     -------
@@ -217,8 +221,9 @@ def audio_info(path, sample_rate=None):
         )
     if not os.path.isfile(path):
         raise AudioError(
-            f"audio file {path} does not exist; check the path (or re-run "
-            "the data preparation if a manifest names it)",
+            f"audio file {path} does not exist; check the path"
+            + (" (or re-run the data preparation if a manifest names it)"
+               if prep_hint else ""),
             reason="missing audio",
         )
     if _is_lfs_pointer(path):
@@ -233,8 +238,8 @@ def audio_info(path, sample_rate=None):
     except Exception as err:  # soundfile raises several types
         raise AudioError(
             f"cannot read audio file {path}: {err}. Check that it is a "
-            "valid WAV/FLAC (convert it, e.g. sox in.mp3 out.wav), or "
-            "re-run the data preparation.",
+            "valid WAV/FLAC (convert it, e.g. sox in.mp3 out.wav)"
+            + (", or re-run the data preparation." if prep_hint else "."),
             reason="unreadable audio",
         ) from err
     if info.frames <= 0:
@@ -258,15 +263,16 @@ def audio_info(path, sample_rate=None):
         raise AudioError(
             f"{path}: sample rate {info.samplerate} Hz, expected "
             f"{sample_rate} Hz; resample it (e.g. sox in.wav -r "
-            f"{sample_rate} out.wav) or re-run the data preparation (which "
-            "converts corpus presets once)",
+            f"{sample_rate} out.wav)"
+            + (" or re-run the data preparation (which converts corpus "
+               "presets once)" if prep_hint else ""),
             reason="wrong sample rate",
         )
     return AudioInfo(path, int(info.frames), int(info.samplerate),
                      int(info.channels))
 
 
-def read_audio(path, start=0, stop=None, sample_rate=None):
+def read_audio(path, start=0, stop=None, sample_rate=None, prep_hint=True):
     """Samples ``[start, stop)`` of an audio file as a mono waveform.
 
     Reads with SpeechBrain's ``speechbrain.dataio.dataio.read_audio``
@@ -283,6 +289,8 @@ def read_audio(path, start=0, stop=None, sample_rate=None):
         One past the last sample; None reads to the end.
     sample_rate : int, optional
         Required sample rate (None: any; no resampling is done here).
+    prep_hint : bool
+        As :func:`audio_info`.
 
     Returns
     -------
@@ -309,7 +317,7 @@ def read_audio(path, start=0, stop=None, sample_rate=None):
     from speechbrain.dataio.dataio import read_audio as sb_read_audio
 
     path = os.fspath(path)
-    info = audio_info(path, sample_rate)
+    info = audio_info(path, sample_rate, prep_hint=prep_hint)
     start = int(start)
     empty = AudioError(
         f"{path}: no samples in [{start}, {stop}) (the file has "

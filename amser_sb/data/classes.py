@@ -13,6 +13,13 @@ Authors
 
 import re
 
+from amser_sb.core.errors import AmserUserError
+
+
+class ClassChoiceError(AmserUserError, ValueError):
+    """A ``classes`` or ``label_map`` option that cannot be used."""
+
+
 #: Canonical class order: IEMOCAP's four first, then the other emotions.
 CLASS_ORDER = ("neu", "hap", "sad", "ang", "fea", "dis", "sur", "cal", "bor")
 
@@ -86,7 +93,7 @@ def parse_label_map(text):
             if not token:
                 continue
             if token.count("=") != 1:
-                raise ValueError(
+                raise ClassChoiceError(
                     f"label_map entry {token!r} is not 'code=class'; write "
                     "the map as 'code=class,code=class', e.g. "
                     "'W=ang,F=hap,T=sad,N=neu'"
@@ -96,7 +103,7 @@ def parse_label_map(text):
     out = {}
     for code, cls in items:
         if not code or not _CLASS_NAME.match(str(cls)):
-            raise ValueError(
+            raise ClassChoiceError(
                 f"label_map entry {code!r}={cls!r}: codes must be non-empty "
                 "and class names letters, digits, '_' or '-' (they become "
                 "the manifest's soft_<class> columns)"
@@ -131,7 +138,7 @@ def parse_classes(classes):
         classes = [c.strip() for c in classes.split(",") if c.strip()]
     classes = list(classes)
     if not classes or len(set(classes)) != len(classes):
-        raise ValueError(
+        raise ClassChoiceError(
             f"classes must be 'native', 'iemocap' or distinct class names, "
             f"got {classes}"
         )
@@ -178,13 +185,13 @@ def select_classes(available, classes=None, corpus="the corpus"):
         names = choice
         missing = [c for c in choice if c not in available]
         if missing:
-            raise ValueError(
+            raise ClassChoiceError(
                 f"classes {missing} are not in {corpus} (it has "
                 f"{available}); choose among those, or map codes onto them "
                 "with label_map='code=class,...'"
             )
     if len(names) < 2:
-        raise ValueError(
+        raise ClassChoiceError(
             f"{corpus}: the class set {names} has fewer than 2 classes "
             f"(available: {available}); choose another set"
         )

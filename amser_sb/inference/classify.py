@@ -28,9 +28,11 @@ from dataclasses import dataclass, field
 import torch
 import torchaudio
 
-from amser_sb.core.audio import audio_info, read_audio
+from amser_sb.core import audio as core_audio
 from amser_sb.core.errors import AmserUserError
 from amser_sb.core.madd import madd
+from amser_sb.inference import model_checks
+from amser_sb.inference.hub_offline import hub_offline
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +88,8 @@ def load_classifier(
         only; fast on CPUs with AVX512-BF16 or AMX, slower elsewhere).
     allow_any_yaml : bool
         Load a local folder's ``hyperparams.yaml`` even if it names code
-        outside ``amser_sb.config.yaml_trust.ALLOWED_PREFIXES`` (it runs that code).
+        outside the allow-list of ``amser_sb.config.yaml_trust`` (it runs that
+        code).
 
     Returns
     -------
@@ -114,6 +117,7 @@ def load_classifier(
         check_hyperparams(
             os.path.join(source, "hyperparams.yaml"), allow_any_yaml
         )
+        model_checks.check_checkpoints(source)
         check_model_classes(source)
     elif os.path.sep in source and not source.count("/") == 1:
         raise FileNotFoundError(
@@ -125,8 +129,13 @@ def load_classifier(
         )
     if offline is None:
         offline = local
-    from amser_sb.inference.hub_offline import hub_offline
+    if not local and not allow_any_yaml:  # check before SpeechBrain loads it
+        from amser_sb.config.yaml_trust import check_hyperparams
 
+        with hub_offline(offline):
+            check_hyperparams(
+                model_checks.fetch_hub_hyperparams(source, savedir)
+            )
     with hub_offline(offline):
         # SpeechBrain reuses whatever file a savedir already holds, from any
         # source: a second model folder with the same name (same default
@@ -207,6 +216,22 @@ def check_model_classes(model_dir):
     )
 
 
+def audio_info(path):
+    """:func:`amser_sb.core.audio.audio_info` of a file a user names (its
+    errors do not point at the data preparation).
+
+    Arguments
+    ---------
+    path : str
+        Audio file.
+
+    Returns
+    -------
+    amser_sb.core.audio.AudioInfo
+    """
+    return core_audio.audio_info(path, prep_hint=False)
+
+
 def load_waveform(path, sample_rate, start=0, stop=None):
     """Read (part of) a file as mono float audio at ``sample_rate``.
 
@@ -236,7 +261,9 @@ def load_waveform(path, sample_rate, start=0, stop=None):
     torch.Size([16000])
     """
     rate = audio_info(path).samplerate
-    wav = read_audio(path, start=start, stop=stop)
+    wav = core_audio.read_audio(path, start=start, stop=stop,
+                                prep_hint=False)
+    model_checks.check_finite(wav, path)
     if rate != sample_rate:
         wav = torchaudio.functional.resample(wav, rate, sample_rate)
     return wav
@@ -300,6 +327,12 @@ def _posteriors(clf, wavs, wav_lens):
     with torch.inference_mode():
         out, _, _, _ = clf.classify_batch(wavs, wav_lens)
     out = out.reshape(out.shape[0], -1).float()
+    if not torch.isfinite(out).all():  # finite audio in (check_finite)
+        raise model_checks.DamagedModelError(
+            "the model gives NaN or infinite outputs for finite audio: its "
+            "weights are damaged; re-export it with 'amser-sb export "
+            "<experiment folder> <model_dir>'"
+        )
     # The exported classifier outputs probabilities; accept log-probs too.
     if (out <= 0).all():
         out = out.exp()
@@ -328,6 +361,13 @@ def classify_file(clf, path):
     """
     sample_rate = _model_rate(clf)
     wav = load_waveform(path, sample_rate)
+    shortest = model_checks.shortest_input(clf.mods)
+    if wav.numel() < shortest:
+        raise core_audio.AudioError(
+            f"{path} is {wav.numel() / sample_rate:.3f} s long, shorter than "
+            f"the {shortest / sample_rate:.3f} s this model needs; classify "
+            "a longer recording", reason="too short",
+        )
     probs = _posteriors(clf, wav.unsqueeze(0), torch.ones(1))[0]
     labels = _labels(clf)
     post = {lab: round(float(p), 4) for lab, p in zip(labels, probs)}

@@ -77,7 +77,7 @@ class ExportError(RunFolderError):
     """The experiment folder cannot be exported."""
 
 
-def encoder_options(fold, node):
+def encoder_options(fold, node, allow_any_yaml=False):
     """How to rebuild the run's encoder offline (``export_options()``).
 
     Arguments
@@ -89,6 +89,9 @@ def encoder_options(fold, node):
         for runs without ``encoder.json``: that declaration, exactly as the
         run's ``hyperparams.yaml`` holds it, is built (which loads the
         encoder from its source) and asked.
+    allow_any_yaml : bool
+        Build that declaration even if it names code outside the allowed
+        list of :mod:`amser_sb.config.yaml_trust`.
 
     Returns
     -------
@@ -100,8 +103,14 @@ def encoder_options(fold, node):
             return json.load(handle)
     from hyperpyyaml import load_hyperpyyaml
 
+    from amser_sb.config.yaml_trust import check_hyperparams_text
+
     out = io.StringIO()
     _round_trip_yaml().dump({"ssl": node}, out)
+    check_hyperparams_text(
+        out.getvalue(), f"the encoder declaration (ssl) of "
+        f"{os.path.join(fold, 'hyperparams.yaml')}", allow_any_yaml,
+    )
     try:
         encoder = load_hyperpyyaml(out.getvalue())["ssl"]
     except Exception as err:
@@ -351,15 +360,33 @@ def _results_table(fold_folder):
         return None
     with open(metrics, encoding="utf-8") as handle:
         m = json.load(handle)
-    recall = " | ".join(f"{v:.2f}" for v in m.get("recall", {}).values())
-    head = " | ".join(m.get("recall", {}))
+    recall = m.get("recall") or {}
+    cells = [_cell(m.get(key)) for key in ("WA", "UA", "macro_F1")]
+    cells += [_cell(value) for value in recall.values()]
+    absent = [label for label, value in recall.items() if value is None]
+    note = (f"; — : no {', '.join(absent)} utterance in this fold's test "
+            "set" if absent else "")
     return (
-        f"| WA | UA | macro-F1 | {head} |\n"
-        f"|---|---|---|{'---|' * len(m.get('recall', {}))}\n"
-        f"| {m['WA']:.2f} | {m['UA']:.2f} | {m['macro_F1']:.2f} | {recall} |"
+        f"| WA | UA | macro-F1 | {' | '.join(recall)} |\n"
+        f"|---|---|---|{'---|' * len(recall)}\n"
+        f"| {' | '.join(cells)} |"
         f"\n\nTest set of this fold ({m.get('n_utterances', '?')} "
-        "utterances; recall per class in the last columns)."
+        f"utterances; recall per class in the last columns{note})."
     )
+
+
+def _cell(value):
+    """A score for a Markdown table: ``—`` when there is none (a class
+    absent from the test set has no recall).
+
+    Example
+    -------
+    >>> _cell(61.234), _cell(None), _cell(float("nan"))
+    ('61.23', '—', '—')
+    """
+    if value is None or value != value:
+        return "—"
+    return f"{float(value):.2f}"
 
 
 def write_model_card(model_dir, run, labels, provenance, results):
@@ -482,28 +509,94 @@ def _write_encoder_files(folder, options):
                   handle, indent=2, sort_keys=True)
 
 
-def export_model(experiment, model_dir):
+#: What an export writes into a model folder (the only names it replaces).
+EXPORT_FILES = (
+    "hyperparams.yaml", "embedding_model.ckpt", "classifier.ckpt",
+    "label_encoder.txt", "label_encoder.ckpt", "encoder", "README.md",
+    "training.json",
+)
+
+
+def _is_previous_export(model_dir):
+    """Whether ``model_dir`` holds an earlier export (its training.json)."""
+    try:
+        with open(os.path.join(model_dir, "training.json"),
+                  encoding="utf-8") as handle:
+            info = json.load(handle)
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and "fold_folder" in info \
+        and "checkpoint" in info
+
+
+def check_target_folder(model_dir):
+    """Refuse a target folder holding files an export did not write.
+
+    ``model_dir`` may be missing, empty, or an earlier export (then only
+    the export's own files, :data:`EXPORT_FILES`, are replaced and every
+    other file is kept).
+
+    Arguments
+    ---------
+    model_dir : str
+        The folder ``amser-sb export`` was asked to write.
+
+    Returns
+    -------
+    list of str
+        Entries of an earlier export that are kept (not the export's).
+
+    Raises
+    ------
+    ExportError
+        ``model_dir`` is a file, or a non-empty folder that no export
+        wrote; naming what is there and the fix.
+    """
+    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+        raise ExportError(
+            f"{model_dir} is a file; give a new folder to export into")
+    present = sorted(os.listdir(model_dir)) if os.path.isdir(model_dir) \
+        else []
+    others = [name for name in present if name not in EXPORT_FILES]
+    if present and not _is_previous_export(model_dir):
+        shown = ", ".join(present[:5]) + (" ..." if len(present) > 5 else "")
+        raise ExportError(
+            f"{model_dir} already holds files that amser-sb export did not "
+            f"write ({shown}); nothing was changed: export into a new or "
+            "empty folder"
+        )
+    return others
+
+
+def export_model(experiment, model_dir, allow_any_yaml=False):
     """Export the best checkpoint of an experiment to a model folder.
 
     The folder is written next to ``model_dir`` first, loaded with
     SpeechBrain's plain ``EncoderClassifier`` and checked against the
     checkpoint (:func:`check_export`); only a folder that reproduces every
-    trained parameter and buffer replaces the files of ``model_dir``.
+    trained parameter and buffer is moved into ``model_dir``. ``model_dir``
+    must be new, empty or an earlier export (:func:`check_target_folder`:
+    nothing the export did not write is ever replaced).
 
     Arguments
     ---------
     experiment : str
         Fold folder or a folder above several folds.
     model_dir : str
-        Folder to write (created; existing model files are replaced).
+        Folder to write (created; an earlier export's files are replaced).
+    allow_any_yaml : bool
+        Export (and load, for the check) even a model whose hyperparams
+        name code outside the allowed list of
+        :mod:`amser_sb.config.yaml_trust`.
 
     Returns
     -------
     str
         ``model_dir``.
     """
-    from amser_sb.config.yaml_trust import disallowed_targets
+    from amser_sb.config.yaml_trust import check_hyperparams_text
 
+    kept = check_target_folder(model_dir)
     fold, ckpt, meta = find_best_fold(experiment)
     hparams_path = os.path.join(fold, "hyperparams.yaml")
     run = read_run_hparams(hparams_path)
@@ -517,15 +610,13 @@ def export_model(experiment, model_dir):
     options = {}
     node = encoder_node(declared.get("embedding_model"))
     if node is not None:
-        options = encoder_options(fold, node)
+        options = encoder_options(fold, node, allow_any_yaml)
     text = render_inference_hparams(hparams_path, options)
-    foreign = disallowed_targets(text)
-    if foreign:
-        logger.warning(
-            "the model of %s uses code outside the allowed list (%s): "
-            "loading the export needs --allow_any_yaml", fold,
-            ", ".join(foreign),
-        )
+    # check_export loads the folder: the same guard as every loader
+    check_hyperparams_text(
+        text, f"the model folder hyperparams made from {hparams_path}",
+        allow_any_yaml,
+    )
 
     parent = os.path.dirname(os.path.abspath(model_dir))
     os.makedirs(parent, exist_ok=True)
@@ -559,6 +650,7 @@ def export_model(experiment, model_dir):
         write_model_card(staging, run, labels, provenance,
                          _results_table(fold))
         check_export(staging, ckpt)
+        check_target_folder(model_dir)  # nothing new appeared meanwhile
         os.makedirs(model_dir, exist_ok=True)
         for name in os.listdir(staging):
             target = os.path.join(model_dir, name)
@@ -570,4 +662,7 @@ def export_model(experiment, model_dir):
     logger.info("exported %s (epoch %s, valid UA %s) to %s; every trained "
                 "parameter and buffer checked", ckpt, meta.get("epoch"),
                 meta.get("UA"), model_dir)
+    if kept:
+        logger.info("%s: replaced the files of the earlier export only; "
+                    "kept %s", model_dir, ", ".join(kept))
     return model_dir

@@ -32,6 +32,53 @@ class RepoIdError(AmserUserError, ValueError):
     """A Hub repository id that is not ``user/repo``."""
 
 
+class HubUploadError(AmserUserError, RuntimeError):
+    """The Hub cannot be reached, or refused the upload."""
+
+
+def _is_network_error(err):
+    """A transport failure of the Hub client (httpx, requests, sockets)."""
+    names = {cls.__name__ for cls in type(err).__mro__}
+    return bool(names & {"TransportError", "NetworkError",
+                         "TimeoutException", "ConnectionError"}) or \
+        isinstance(err, (ConnectionError, TimeoutError))
+
+
+def hub_upload_problem(err, model_dir, repo_id):
+    """The one-line message for a failed upload, or None (a bug of ours).
+
+    Arguments
+    ---------
+    err : Exception
+        What the Hub client raised.
+    model_dir, repo_id : str
+        What was being uploaded where.
+
+    Returns
+    -------
+    str or None
+    """
+    from huggingface_hub import constants, errors
+
+    nothing = f"nothing of {model_dir} was uploaded"
+    if isinstance(err, errors.OfflineModeIsEnabled):
+        return (f"cannot push to {repo_id}: HF_HUB_OFFLINE is set; unset it "
+                f"(and check the network) to upload ({nothing})")
+    if isinstance(err, errors.LocalTokenNotFoundError):
+        return (f"cannot push to {repo_id}: no Hugging Face token; log in "
+                f"with 'hf auth login' or set HF_TOKEN ({nothing})")
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    if isinstance(err, errors.HfHubHTTPError) and status in (401, 403):
+        return (f"the Hub refused {repo_id} (HTTP {status}): check that "
+                f"your token may write to it ({nothing})")
+    if _is_network_error(err):
+        reason = " ".join(str(err).split())[:120]
+        return (f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} "
+                f"({type(err).__name__}: {reason}); check the network (or "
+                f"HF_ENDPOINT), then push again ({nothing})")
+    return None
+
+
 def list_model_files(model_dir):
     """List the files of a model folder that an upload would send.
 
@@ -180,14 +227,21 @@ def push_model(model_dir, repo_id, private=False, dry_run=False, token=None,
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    info = api.upload_folder(
-        folder_path=model_dir,
-        repo_id=repo_id,
-        repo_type="model",
-        ignore_patterns=IGNORE_PATTERNS,
-        commit_message="Upload amser-sb model",
-    )
+    try:
+        api.create_repo(repo_id, repo_type="model", private=private,
+                        exist_ok=True)
+        info = api.upload_folder(
+            folder_path=model_dir,
+            repo_id=repo_id,
+            repo_type="model",
+            ignore_patterns=IGNORE_PATTERNS,
+            commit_message="Upload amser-sb model",
+        )
+    except Exception as err:  # the Hub client raises many types
+        problem = hub_upload_problem(err, model_dir, repo_id)
+        if problem is None:
+            raise
+        raise HubUploadError(problem) from err
     summary["uploaded"] = True
     summary["url"] = getattr(info, "commit_url", None) or str(info)
     return summary

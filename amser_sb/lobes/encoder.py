@@ -380,8 +380,8 @@ class SpeechEncoder(torch.nn.Module):
             raise ValueError(
                 f"a waveform has {int(n.min())} samples, fewer than one "
                 f"output frame of {type(self).__name__} ({self.min_samples} "
-                "samples): drop or zero-pad such segments in the data "
-                "pipeline"
+                "samples): the audio is too short for this encoder; use "
+                f"clips of at least {self.min_samples} samples"
             )
         return n
 

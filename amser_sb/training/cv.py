@@ -33,7 +33,7 @@ import sys
 import speechbrain as sb
 
 from amser_sb.training.distributed import init_distributed
-from amser_sb.core.errors import AmserUserError
+from amser_sb.core.errors import USER_ERROR_STATUS, AmserUserError
 from amser_sb.config.hparams_loading import RecipeError, load_hparams
 from amser_sb.training.results import fold_test_groups, write_results
 from amser_sb.training.run import prepare_data, run_fold
@@ -145,15 +145,14 @@ def run_cv(argv):
                         help="folds to run, e.g. '1,2' or '1-5' (default all)")
     own, rest = parser.parse_known_args(argv)
     if any(arg.split("=")[0] == "--fold" for arg in rest):
-        raise SystemExit(
-            "error: cv runs every fold; choose them with --folds, not --fold"
-        )
+        _user_error("cv runs every fold; choose them with --folds, not "
+                    "--fold")
     hparams_file, run_opts, overrides = sb.parse_arguments(rest)
     try:
         # torchrun: every fold on all processes (one process group).
         run_opts = init_distributed(run_opts)
     except ValueError as err:
-        raise SystemExit(f"error: {err}") from err
+        _user_error(err)
     overrides = overrides or ""
     if own.protocol:
         overrides += f"\nprotocol: {own.protocol}"
@@ -218,13 +217,19 @@ def run_cv(argv):
                 }
             )
     except (AmserUserError, ManifestError) as err:
-        raise SystemExit(f"error: {err}") from err
+        _user_error(err)
     result = write_results(results_folder, per_fold, title, protocol)
     if sb.utils.distributed.if_main_process():
         logger.info("results written to %s", results_folder)
         with open(os.path.join(results_folder, "results.md")) as handle:
             print(handle.read())
     return result
+
+
+def _user_error(err):
+    """One line ``error: ...`` and exit status 2 (as every user error)."""
+    print(f"error: {err}", file=sys.stderr)
+    raise SystemExit(USER_ERROR_STATUS)
 
 
 def main(argv=None):

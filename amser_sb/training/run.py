@@ -9,9 +9,11 @@ Authors
 
 import speechbrain as sb
 
+from amser_sb.config.device_check import check_device
 from amser_sb.config.hparams_loading import load_hparams
 from amser_sb.data.corpora.registry import get_corpus
 from amser_sb.training.brain import AMSERBrain
+from amser_sb.training.data_digest import check_fold_data
 from amser_sb.training.distributed import init_distributed
 from amser_sb.training.pipeline import dataio_prep, loader_options
 from amser_sb.training.run_lock import exclusive_output_folder
@@ -98,12 +100,14 @@ def train_fold(hparams, hparams_file, run_opts=None, overrides=None):
     dict
         Test summary, on every process.
     """
+    check_device(run_opts)  # before the data preparation
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
     prepare_data(hparams)
+    check_fold_data(hparams)  # a resumed run trains on the same data
     datasets = dataio_prep(hparams)
     brain = AMSERBrain(
         modules=hparams["modules"],

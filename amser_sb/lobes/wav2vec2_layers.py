@@ -29,7 +29,6 @@ Authors
  * amser-sb contributors
 """
 
-import torch
 from speechbrain.dataio.dataio import length_to_mask
 
 

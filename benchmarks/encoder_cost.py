@@ -55,7 +55,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
 
     from amser_sb.lobes import SSLBackbone
-    from amser_sb.lobes.encoder import read_model_type
+    from amser_sb.lobes.encoder_registry import read_model_type
 
     paths = clips_of(args)[: args.clips]
     wavs = [torch.from_numpy(sf.read(p, dtype="float32")[0]) for p in paths]

@@ -35,7 +35,7 @@ import torch
 
 from amser_sb.training.feature_cache import FeatureCache
 from amser_sb.lobes import SSLBackbone
-from amser_sb.lobes.encoder import hf_config_dict
+from amser_sb.lobes.encoder_registry import hf_config_dict
 from amser_sb.lobes.wav2vec2 import wav2vec2_config
 
 

@@ -49,7 +49,7 @@ SYNC_EVENTS = ("cudaStreamSynchronize", "cudaDeviceSynchronize",
 
 def narrow_config(layers=12):
     """wav2vec2-base's depth and geometry at width 32 (a dict config)."""
-    from amser_sb.lobes.encoder import hf_config_dict
+    from amser_sb.lobes.encoder_registry import hf_config_dict
     from amser_sb.lobes.wav2vec2 import wav2vec2_config
 
     config = hf_config_dict(wav2vec2_config("base"))

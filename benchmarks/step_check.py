@@ -88,7 +88,7 @@ def build(args, kind, freeze, device):
         EmotionClassifier,
         SSLBackbone,
     )
-    from amser_sb.lobes.encoder import hf_config_dict
+    from amser_sb.lobes.encoder_registry import hf_config_dict
     from amser_sb.lobes.wav2vec2 import wav2vec2_config
 
     torch.manual_seed(0)

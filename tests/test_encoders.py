@@ -28,7 +28,7 @@ from amser_sb.lobes import (
     encoder_class,
     encoder_from_options,
 )
-from amser_sb.lobes.encoder import EncoderSourceError, read_model_type
+from amser_sb.lobes.encoder_registry import EncoderSourceError, read_model_type
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FULL = os.path.join(HERE, "..", "recipes", "IEMOCAP", "emotion_recognition",

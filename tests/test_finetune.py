@@ -12,7 +12,7 @@ from tiny_run import tiny_run_values
 
 from amser_sb.training.feature_cache import FeatureCache
 from amser_sb.lobes import SSLBackbone
-from amser_sb.lobes.encoder import hf_config_dict
+from amser_sb.lobes.encoder_registry import hf_config_dict
 from amser_sb.lobes.wav2vec2_layers import Wav2Vec2Stack
 from amser_sb.lobes.whisper import tiny_whisper_config
 

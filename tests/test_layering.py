@@ -17,7 +17,7 @@ ALLOWED = {
     "core": set(),
     "lobes": {"core"},
     "data": {"core"},
-    "config": {"core", "data"},
+    "config": {"core", "lobes", "data"},
     "weights": {"core"},
     "training": {"core", "lobes", "data", "config"},
     "inference": {"core", "lobes", "config"},

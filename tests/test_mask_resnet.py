@@ -291,7 +291,7 @@ def test_planar_network_equals_the_1d_reference(train):
 
 @pytest.mark.parametrize("n", [1, 9, 10, 11, 333, 4001])
 def test_valid_masks_match_the_length_arithmetic(n):
-    from amser_sb.lobes.mask_resnet import subsample_valid
+    from amser_sb.lobes.masked_ops import subsample_valid
 
     model = small_resnet()
     valid = (torch.arange(4001) < n).float()

@@ -257,7 +257,7 @@ def run_demo(output_folder="demo_output", minutes=None, epochs=None,
     from amser_sb.training.cv import run_cv
     from amser_sb.data.corpora.registry import get_corpus
     from amser_sb.inference.export import export_model
-    from amser_sb.lobes.encoder import read_model_type
+    from amser_sb.lobes.encoder_registry import read_model_type
 
     start = time.time()
     out = os.path.abspath(output_folder)

@@ -54,7 +54,7 @@ ALLOWED_CLASS_MODULES = (
 #: Callables (classes or functions) a model file may use beyond those
 #: classes, compared by identity with what the tag resolves to.
 ALLOWED_CALLABLES = (
-    "amser_sb.lobes.encoder.encoder_from_options",
+    "amser_sb.lobes.encoder_registry.encoder_from_options",
     "speechbrain.dataio.encoder.CategoricalEncoder",
     "speechbrain.dataio.encoder.CategoricalEncoder.expect_len",
     "speechbrain.utils.parameter_transfer.Pretrainer",

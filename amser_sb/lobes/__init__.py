@@ -22,9 +22,9 @@ from amser_sb.lobes.mask_resnet import (
     MaskResBlock,
     VoicedAttention,
 )
-from amser_sb.lobes.encoder import (
+from amser_sb.lobes.encoder import SpeechEncoder
+from amser_sb.lobes.encoder_registry import (
     ENCODERS,
-    SpeechEncoder,
     SSLBackbone,
     encoder_class,
     encoder_from_options,

@@ -54,7 +54,8 @@ from contextlib import nullcontext
 import torch
 from speechbrain.dataio.dataio import length_to_mask
 
-from amser_sb.lobes.encoder import SpeechEncoder, hf_config_dict
+from amser_sb.lobes.encoder import SpeechEncoder
+from amser_sb.lobes.encoder_registry import hf_config_dict
 from amser_sb.core.lengths import lengths_to_samples
 from amser_sb.lobes.wav2vec2_layers import Wav2Vec2Stack
 

@@ -44,7 +44,8 @@ import torch
 import torch.nn.functional as F
 from speechbrain.dataio.dataio import length_to_mask
 
-from amser_sb.lobes.encoder import SpeechEncoder, hf_config_dict
+from amser_sb.lobes.encoder import SpeechEncoder
+from amser_sb.lobes.encoder_registry import hf_config_dict
 
 #: Whisper's training window, in seconds.
 WHISPER_WINDOW_SECONDS = 30.0

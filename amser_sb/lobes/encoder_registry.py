@@ -214,7 +214,7 @@ def encoder_from_options(options):
     Example
     -------
     >>> from amser_sb.lobes.whisper import tiny_whisper_config
-    >>> from amser_sb.lobes.encoder import hf_config_dict
+    >>> from amser_sb.lobes.encoder_registry import hf_config_dict
     >>> enc = encoder_from_options(
     ...     {"config": hf_config_dict(tiny_whisper_config())}
     ... )

@@ -43,6 +43,7 @@ class Wav2Vec2Stack:
 
     Example
     -------
+    >>> import torch
     >>> from transformers import AutoConfig, AutoModel
     >>> config = AutoConfig.for_model(
     ...     "hubert", hidden_size=16, num_hidden_layers=2,

@@ -43,15 +43,16 @@ import speechbrain as sb
 import torch
 
 from amser_sb.core.atomic_write import atomic_open
-from amser_sb.core.checkpoints import find_best_checkpoint
 from amser_sb.training.distributed import (
     ShardedBatchSampler,
     share_weight,
     unwrap,
     world_size,
 )
+from amser_sb.training.class_weights import class_weights
 from amser_sb.training.feature_cache import FeatureCache
-from amser_sb.core.losses import balanced_class_weights, soft_target_cross_entropy
+from amser_sb.training.stage_one import load_stage_one
+from amser_sb.core.losses import soft_target_cross_entropy
 from amser_sb.core.metrics import ClassificationStats
 
 logger = logging.getLogger(__name__)
@@ -198,37 +199,7 @@ class AMSERBrain(sb.Brain):
             protocol=self._hparam("protocol"),
             seed=self._hparam("seed"),
         )
-        save = os.path.join(folder, "save")
-        try:
-            best = find_best_checkpoint(save if os.path.isdir(save) else folder)
-        except FileNotFoundError as err:
-            raise FileNotFoundError(
-                f"{err}; stage 2 loads AM-ResNet from stage 1: run stage 1 "
-                "(hparams/am_resnet.yaml) for this fold first, or fix "
-                "stage1_folder"
-            ) from err
-        state = torch.load(
-            os.path.join(best.path, "embedding_model.ckpt"), map_location="cpu",
-            weights_only=True,
-        )
-        prefix = "am_resnet."
-        weights = {
-            key[len(prefix) :]: value
-            for key, value in state.items()
-            if key.startswith(prefix)
-        }
-        if not weights or self.am_resnet is None:
-            raise ValueError(
-                f"{best.path} holds no AM-ResNet weights (am_resnet.*) or "
-                "this model has no AM-ResNet branch"
-            )
-        self.am_resnet.load_state_dict(weights)
-        logger.info(
-            "stage 2: AM-ResNet loaded from %s (valid UA %.2f)",
-            best.path,
-            best.meta.get("UA", float("nan")),
-        )
-        return str(best.path)
+        return load_stage_one(folder, self.am_resnet)
 
     def _freeze_am_resnet(self):
         """With ``freeze_am_resnet``: no gradients and frozen BatchNorm."""
@@ -270,33 +241,9 @@ class AMSERBrain(sb.Brain):
         torch.Tensor or None
             ``[n_classes]`` weights on the Brain's device.
         """
-        setting = self._hparam("class_weights")
-        if setting is None:
-            return None
-        if isinstance(setting, str):
-            if setting != "balanced":
-                raise ValueError(
-                    f"class_weights must be null, 'balanced' or a list, "
-                    f"got {setting!r}"
-                )
-            dataset = getattr(train_set, "dataset", train_set)
-            targets = torch.tensor(
-                [dataset.data[key]["soft"] for key in dataset.data_ids]
-            )
-            targets = targets / targets.sum(dim=1, keepdim=True)
-            weights = balanced_class_weights(targets)
-        else:
-            weights = torch.tensor([float(w) for w in setting])
-        if weights.numel() != len(self.labels):
-            raise ValueError(
-                f"class_weights has {weights.numel()} values for "
-                f"{len(self.labels)} classes {self.labels}"
-            )
-        logger.info(
-            "class weights: %s",
-            {lab: round(float(w), 3) for lab, w in zip(self.labels, weights)},
-        )
-        return weights.to(self.device)
+        weights = class_weights(self._hparam("class_weights"), train_set,
+                                self.labels)
+        return None if weights is None else weights.to(self.device)
 
     def on_fit_start(self):
         """Loads stage-1 weights and freezes AM-ResNet if asked, then

@@ -15,7 +15,7 @@ import pytest
 import torch
 from speechbrain.inference.classifiers import EncoderClassifier
 
-from amser_sb.training.brain import find_best_checkpoint
+from amser_sb.core.checkpoints import find_best_checkpoint
 from amser_sb.training.run import run_fold
 from amser_sb.inference.export import ExportError, check_export, export_model
 from amser_sb.config.yaml_trust import disallowed_targets

@@ -192,7 +192,7 @@ def test_too_short_waveform_is_a_clear_error(tiny_w2v2_layer, tmp_path):
     ssl = backbone(tiny_w2v2_layer, tmp_path)
     assert ssl.min_samples == 165
     batch, lens = pad_batch(waves([100, 4000]))
-    with pytest.raises(ValueError, match="one output frame of Wav2Vec2Encoder \(165 samples\)"):
+    with pytest.raises(ValueError, match=r"one output frame of Wav2Vec2Encoder \(165 samples\)"):
         ssl(batch, lens)
 
 

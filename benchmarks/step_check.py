@@ -65,6 +65,9 @@ def parse_args(argv=None):
     parser.add_argument("--no-cudnn-benchmark", action="store_true")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--am-float32", action="store_true")
+    parser.add_argument("--extractor-float32", action="store_true",
+                        help="the encoder's convolutional front end in "
+                        "float32 under bf16 autocast")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--budget-s", type=float, default=200.0,
@@ -95,6 +98,7 @@ def build(args, kind, freeze, device):
     config = (op_count.narrow_config() if args.tiny
               else hf_config_dict(wav2vec2_config("base")))
     ssl = SSLBackbone(config=config, normalize=True, freeze=freeze)
+    ssl.extractor_float32 = args.extractor_float32
     if kind == "baseline":
         model = AMSER(ssl=ssl, mode="ssl")
     else:

@@ -436,7 +436,8 @@ class Wav2Vec2Encoder(SpeechEncoder):
     @property
     def stack(self):
         """The model's transformer stack, run layer by layer."""
-        return Wav2Vec2Stack(self.lobe.model)
+        return Wav2Vec2Stack(self.lobe.model, extractor_float32=getattr(
+            self, "extractor_float32", False))
 
     def transformer_layers(self):
         """The transformer layers (``ModuleList``)."""

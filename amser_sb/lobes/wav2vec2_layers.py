@@ -29,6 +29,7 @@ Authors
  * amser-sb contributors
 """
 
+import torch
 from speechbrain.dataio.dataio import length_to_mask
 
 
@@ -58,8 +59,9 @@ class Wav2Vec2Stack:
     (torch.Size([2, 50, 16]), 2, torch.Size([2, 50, 16]))
     """
 
-    def __init__(self, model):
+    def __init__(self, model, extractor_float32=False):
         self.model = model
+        self.extractor_float32 = extractor_float32
         self.config = model.config
         self.encoder = model.encoder
         self.pre_norm = bool(getattr(self.config, "do_stable_layer_norm",
@@ -91,7 +93,15 @@ class Wav2Vec2Stack:
             ``[batch, frames, feat]``: the input of layer 0.
         """
         model, enc = self.model, self.encoder
-        feats = model.feature_extractor(wavs).transpose(1, 2)
+        device = wavs.device.type
+        if self.extractor_float32 and torch.is_autocast_enabled(device):
+            # cuDNN's bf16/fp16 kernels for these long 1-D convolutions
+            # are slower than float32 (TF32) ones: the front end in float32
+            with torch.autocast(device, enabled=False):
+                feats = model.feature_extractor(wavs.float())
+        else:
+            feats = model.feature_extractor(wavs)
+        feats = feats.transpose(1, 2)
         mask = length_to_mask(frames, feats.shape[1], device=wavs.device)
         mask = mask.bool()
         hidden = model.feature_projection(feats)

@@ -51,10 +51,11 @@ class OnnxClassifier:
 
     Example
     -------
-    >>> OnnxClassifier(str(getfixture("tmp_path")))
-    Traceback (most recent call last):
-    ...
-    amser_sb.onnx_runtime.OnnxModelMissingError: model folder ... has no model.onnx; write it with 'amser-sb export-onnx ...'
+    >>> try:
+    ...     OnnxClassifier("empty_folder")
+    ... except OnnxModelMissingError as err:
+    ...     print(err)
+    model folder empty_folder has no model.onnx; write it with 'amser-sb export-onnx empty_folder'
     """
 
     def __init__(self, model_dir, int8=False, threads=0):

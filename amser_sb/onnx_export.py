@@ -570,7 +570,10 @@ def traceable(model):
     the export every ``amser_sb`` module holding SpeechBrain's
     ``length_to_mask`` gets ``symbolic_length_to_mask``, and every
     ``MaskedConv1d`` of ``model`` pools its mask with ``graph_pool_mask``
-    (same values); all are restored afterwards.
+    (same values); all are restored afterwards. The tracer subclasses the
+    traced modules' classes on the fly, which registers those subclasses in
+    the encoder registry (``SpeechEncoder.__init_subclass__``); the
+    registry is restored too.
 
     Arguments
     ---------
@@ -581,6 +584,7 @@ def traceable(model):
     from speechbrain.dataio.dataio import length_to_mask
 
     from amser_sb.lobes import MaskedConv1d
+    from amser_sb.lobes.encoder import ENCODERS
 
     patched = [
         module for name, module in list(sys.modules.items())
@@ -592,9 +596,12 @@ def traceable(model):
         module.length_to_mask = symbolic_length_to_mask
     for conv in convs:
         conv.pool_mask = functools.partial(graph_pool_mask, conv)
+    registry = dict(ENCODERS)
     try:
         yield
     finally:
+        ENCODERS.clear()
+        ENCODERS.update(registry)
         for module in patched:
             module.length_to_mask = length_to_mask
         for conv in convs:

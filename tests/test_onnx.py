@@ -349,13 +349,13 @@ def test_readme_example_runs_without_torch(fusion_model, audio, tmp_path):
 # ------------------------------------------- every family and mode ---
 CONFIGS = {
     "concat-w2v2-layer-norm": ("am_resnet_w2v2.yaml", "layer",
-                               {"mode": "concat", "fusion": "null",
-                                "segment_seconds": "null"}),
+                               {"mode": "concat", "fusion": None,
+                                "segment_seconds": None}),
     "am_resnet": ("am_resnet.yaml", None,
-                  {"am_resnet_channels": 8, "segment_seconds": "null"}),
+                  {"am_resnet_channels": 8, "segment_seconds": None}),
     "ssl-whisper-30s": ("w2v2_baseline.yaml", "whisper",
                         {"ssl_layer_weights": True,
-                         "segment_seconds": "null"}),
+                         "segment_seconds": None}),
 }
 
 

@@ -716,7 +716,64 @@ def _export_graph(graph, wavs, wav_lens):
         input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
         verbose=False,
     )
-    return onnx_program.model_proto
+    model = onnx_program.model_proto
+    fold_weight_transposes(model)
+    return model
+
+
+def fold_weight_transposes(model):
+    """Store transposed weights instead of transposing them in the graph.
+
+    The exporter writes ``Linear`` as ``MatMul(x, Transpose(weight))``;
+    onnxruntime's quantiser only quantises a ``MatMul`` whose weight is an
+    initializer, so each ``Transpose`` of an initializer becomes an
+    initializer (named after the weight, hence the same in both branches of
+    ``compose_by_length``). In place.
+
+    Arguments
+    ---------
+    model : onnx.ModelProto
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {init.name: init for init in graph.initializer}
+    users = {}
+    for node in graph.node:
+        for name in node.input:
+            users[name] = users.get(name, 0) + 1
+    renamed, dropped, kept_nodes = {}, set(), []
+    for node in graph.node:
+        if node.op_type != "Transpose" or node.input[0] not in inits:
+            kept_nodes.append(node)
+            continue
+        perm = [list(a.ints) for a in node.attribute if a.name == "perm"]
+        source = numpy_helper.to_array(inits[node.input[0]])
+        array = np.transpose(source, perm[0] if perm else None)
+        tag = "_".join(str(p) for p in (perm[0] if perm else []))
+        name = f"{node.input[0]}.transposed{tag}"
+        if name not in inits:
+            folded = numpy_helper.from_array(np.ascontiguousarray(array), name)
+            graph.initializer.append(folded)
+            inits[name] = folded
+        renamed[node.output[0]] = name
+        users[node.input[0]] -= 1
+        if users[node.input[0]] == 0:
+            dropped.add(node.input[0])
+    if not renamed:
+        return
+    del graph.node[:]
+    graph.node.extend(kept_nodes)
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in renamed:
+                node.input[i] = renamed[name]
+    for i, output in enumerate(graph.output):
+        if output.name in renamed:
+            raise OnnxExportError("a graph output is a folded weight")
+    kept = [init for init in graph.initializer if init.name not in dropped]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
 
 
 def _same_tensor(a, b):

@@ -36,7 +36,14 @@ setup(
         "matplotlib",
         "tqdm",
     ],
+    # onnx: `amser-sb export-onnx` and `classify --runtime onnx`;
     # ctranslate2: only the tests of amser_sb.weights.ct2_whisper (they compare runtimes)
-    extras_require={"test": ["pytest>=7", "ctranslate2>=4.0"]},
+    extras_require={
+        "onnx": ["onnx>=1.17", "onnxruntime>=1.20", "onnxscript>=0.3"],
+        "test": [
+            "pytest>=7", "ctranslate2>=4.0", "onnx>=1.17",
+            "onnxruntime>=1.20", "onnxscript>=0.3",
+        ],
+    },
     entry_points={"console_scripts": ["amser-sb=amser_sb.cli:main"]},
 )

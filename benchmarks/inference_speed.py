@@ -37,10 +37,13 @@ few windows. Measured, in one process, after one warm-up call:
 Every mode runs for each ``--precisions`` entry: ``float32`` (as users
 load it), ``int8`` (``load_classifier(..., quantize=True)``: dynamic int8
 Linear layers), ``bf16`` (``bf16=True``: bfloat16 convolutional feature
-encoder) and ``int8+bf16``; all are loaded in this process and interleaved
-within each mode, so load from other processes hits them alike. Each
-reduced precision's posteriors are compared with float32's on the same
-clips/windows (max absolute difference, share with the same label; the
+encoder), ``int8+bf16``, and onnxruntime on the folder's ONNX graphs:
+``onnx`` (float32 ``model.onnx``) and ``onnx-int8`` (``model.int8.onnx``),
+written by ``amser_sb.inference.onnx_export.export_onnx`` when missing (its time is
+printed) and run with ``--threads`` intra-op threads; all are loaded in
+this process and interleaved within each mode, so load from other
+processes hits them alike. Each other row's posteriors are compared with
+float32's on the same clips/windows (max absolute difference, share with the same label; the
 float32 median top-2 margin says how easily labels can flip: the random
 weights give flat posteriors).
 
@@ -110,9 +113,10 @@ def parse_args(argv=None):
         help="windows classified together by classify_long",
     )
     parser.add_argument(
-        "--precisions", default="float32,int8,bf16,int8+bf16",
+        "--precisions", default="float32,int8,bf16,int8+bf16,onnx,onnx-int8",
         help="comma-separated subset of float32, int8 (load_classifier("
-        "quantize=True)), bf16 (bf16=True), int8+bf16",
+        "quantize=True)), bf16 (bf16=True), int8+bf16, onnx and onnx-int8 "
+        "(onnxruntime on model.onnx / model.int8.onnx, exported first)",
     )
     parser.add_argument(
         "--modes", default="clips,w4h2,w4h4",
@@ -225,12 +229,15 @@ def build_model_folder(workdir, size, feat_extract_norm="group"):
     return model_dir
 
 
-#: Precision name -> load_classifier keyword arguments.
+#: Precision name -> load_classifier keyword arguments (onnxruntime rows:
+#: the ``--runtime`` value of ``amser-sb classify``).
 PRECISIONS = {
     "float32": {},
     "int8": {"quantize": True},
     "bf16": {"bf16": True},
     "int8+bf16": {"quantize": True, "bf16": True},
+    "onnx": {"runtime": "onnx"},
+    "onnx-int8": {"runtime": "onnx-int8"},
 }
 
 #: Mode name -> (label, classify_long window, hop and batch size or None
@@ -287,10 +294,24 @@ def deviation(posts, ref):
     return float(np.abs(a - b).max()), float(same)
 
 
-def load(model_dir, workdir, precision):
-    """Load the exported model with one precision (own savedir)."""
+def load(model_dir, workdir, precision, threads=0):
+    """Load the exported model with one precision (own savedir); the
+    onnxruntime rows export ``model.onnx`` / ``model.int8.onnx`` first
+    when the folder has none."""
     from amser_sb.inference.classify import load_classifier
 
+    runtime = PRECISIONS[precision].get("runtime")
+    if runtime is not None:
+        from amser_sb.inference.onnx_contract import INT8_FILE
+        from amser_sb.inference.onnx_export import export_onnx
+        from amser_sb.inference.onnx_runtime import load_onnx_classifier
+
+        if not os.path.isfile(os.path.join(model_dir, INT8_FILE)):
+            start = time.perf_counter()
+            export_onnx(model_dir, int8=True)
+            print(f"  export-onnx --int8: {time.perf_counter() - start:.0f}"
+                  " s (export + parity check)", file=sys.stderr, flush=True)
+        return load_onnx_classifier(model_dir, runtime, threads)
     return load_classifier(
         model_dir,
         savedir=os.path.join(
@@ -315,7 +336,7 @@ def rss_worker(args):
     if not os.path.isfile(path):
         wav, _ = speech_like_recording(20.0)
         sf.write(path, wav, SAMPLE_RATE)
-    clf = load(model_dir, workdir, precision)
+    clf = load(model_dir, workdir, precision, args.threads)
     classify_long(clf, path, window=4.0, hop=2.0, batch_size=args.batch_size)
     print(f"{peak_rss_mib():.1f}")
     return 0
@@ -394,7 +415,7 @@ def measure(args, workdir, modes, precisions):
             rss[name] = measure_rss(args, model_dir, workdir, name)
     classifiers = {}
     for name in precisions:
-        clf = load(model_dir, workdir, name)
+        clf = load(model_dir, workdir, name, args.threads)
         # warm-up: one short clip (first calls allocate and pick kernels)
         run_mode(clf, "clips", recording, clips[:1], args.batch_size)
         classifiers[name] = clf
@@ -426,7 +447,8 @@ def measure(args, workdir, modes, precisions):
     threads = torch.get_num_threads()
     print(
         f"inference_speed: {what}, loaded with "
-        f"EncoderClassifier; CPU, {threads} torch threads, "
+        f"EncoderClassifier (onnx rows: onnxruntime); CPU, {threads} "
+        "threads, "
         f"{os.cpu_count()} cores visible, load average {load0:.1f} -> "
         f"{load1:.1f}; {args.seconds:g} s speech-like recording, "
         f"{len(clips)} clips; classify_long batch {args.batch_size} "

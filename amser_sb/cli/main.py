@@ -11,6 +11,7 @@ Authors
 import argparse
 import json
 import logging
+import os
 import math
 import sys
 
@@ -48,6 +49,25 @@ def _export(args, rest):
     return 0
 
 
+def _export_onnx(args, rest):
+    from amser_sb.inference.onnx_export import export_onnx
+
+    report = export_onnx(args.model_dir, int8=args.int8,
+                         allow_any_yaml=args.allow_any_yaml)
+    parity = report["parity"]
+    written = [report["onnx_file"]] + (
+        [report["int8_file"]] if report["int8_file"] else []
+    )
+    print(
+        f"wrote {', '.join(os.path.join(args.model_dir, n) for n in written)}"
+        f": max |posterior difference| vs PyTorch "
+        f"{parity['max_abs_diff_alone']:.1e} alone, "
+        f"{parity['max_abs_diff_padded_batch']:.1e} batched "
+        f"({report['export_seconds']:.0f} s)"
+    )
+    return 0
+
+
 def _push(args, rest):
     from amser_sb.inference.hub import push_model
 
@@ -80,10 +100,23 @@ def _classify(args, rest):
         import torch
 
         torch.set_num_threads(args.threads)
-    clf = load_classifier(
-        args.model, savedir=args.savedir, quantize=args.int8, bf16=args.bf16,
-        allow_any_yaml=args.allow_any_yaml,
-    )
+    if args.runtime != "torch":
+        from amser_sb.inference.onnx_runtime import (
+            OnnxOptionError,
+            load_onnx_classifier,
+        )
+
+        if args.int8 or args.bf16:
+            raise OnnxOptionError(
+                "--int8/--bf16 are PyTorch options; with onnxruntime use "
+                "--runtime onnx-int8"
+            )
+        clf = load_onnx_classifier(args.model, args.runtime, args.threads)
+    else:
+        clf = load_classifier(
+            args.model, savedir=args.savedir, quantize=args.int8,
+            bf16=args.bf16, allow_any_yaml=args.allow_any_yaml,
+        )
     status = 0
     for path in args.files:
         try:
@@ -199,6 +232,15 @@ def build_parser(command=None):
                    help=_ALLOW_ANY_YAML_HELP)
     p.set_defaults(func=_export)
 
+    p = sub.add_parser("export-onnx", help="model.onnx: the whole model, "
+                       "waveform to posteriors, checked against PyTorch")
+    p.add_argument("model_dir", help="folder written by 'amser-sb export'")
+    p.add_argument("--int8", action="store_true",
+                   help="also write model.int8.onnx (dynamic int8 weights)")
+    p.add_argument("--allow_any_yaml", action="store_true",
+                   help=_ALLOW_ANY_YAML_HELP)
+    p.set_defaults(func=_export_onnx)
+
     p = sub.add_parser("push", help="upload a model folder to the Hub")
     p.add_argument("model_dir")
     p.add_argument("repo_id", help="user/repo")
@@ -230,8 +272,12 @@ def build_parser(command=None):
     p.add_argument("--bf16", action="store_true",
                    help="bfloat16 wav2vec2 feature encoder (CPU; fast with "
                    "AVX512-BF16/AMX, slower without)")
+    p.add_argument("--runtime", default="torch",
+                   choices=["torch", "onnx", "onnx-int8"],
+                   help="torch (default), or onnxruntime on the folder's "
+                   "model.onnx / model.int8.onnx (amser-sb export-onnx)")
     p.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads (0: torch's default)")
+                   help="CPU threads of torch or onnxruntime (0: default)")
     p.add_argument("--allow_any_yaml", action="store_true",
                    help=_ALLOW_ANY_YAML_HELP)
     p.set_defaults(func=_classify)

@@ -1,0 +1,280 @@
+"""Building the ONNX file: export, the ``If`` on length, int8.
+
+:func:`build_onnx` exports :class:`~amser_sb.inference.onnx_graph.PosteriorGraph`
+(twice for a model with a segment grid, joined by an ONNX ``If`` on the
+input's length, :func:`compose_by_length`, weights stored once);
+:func:`quantize_int8` writes the int8 file (weight transposes folded first,
+so that onnxruntime's dynamic quantisation finds the MatMul weights).
+
+Authors
+ * amser-sb contributors
+"""
+
+import logging
+
+import numpy as np
+import torch
+
+
+from amser_sb.inference.onnx_contract import (
+    OPSET,
+    INPUT_NAMES,
+    OUTPUT_NAME,
+    OnnxExportError,
+    check_clips,
+    pad_batch,
+)
+from amser_sb.inference.onnx_graph import PosteriorGraph, traceable
+
+logger = logging.getLogger(__name__)
+
+
+# -------------------------------------------------------------- export ---
+def export_graph(graph, wavs, wav_lens):
+    """``torch.export`` + ONNX translation of ``graph`` on an example batch.
+
+    Returns
+    -------
+    onnx.ModelProto
+    """
+    dims = torch.export.Dim.AUTO
+    shapes = {"wavs": {0: dims, 1: dims}, "wav_lens": {0: dims}}
+    with traceable(graph), torch.no_grad():
+        program = torch.export.export(
+            graph, (wavs, wav_lens), dynamic_shapes=shapes, strict=False
+        )
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in INPUT_NAMES:
+            fixed = [d for d in node.meta["val"].shape if isinstance(d, int)]
+            if fixed:
+                raise OnnxExportError(
+                    f"the exported graph fixed an axis of {node.name} to "
+                    f"{fixed} (a traced Python int): report it as a bug"
+                )
+    onnx_program = torch.onnx.export(
+        program, dynamo=True, opset_version=OPSET, optimize=False,
+        input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
+        verbose=False,
+    )
+    model = onnx_program.model_proto
+    fold_weight_transposes(model)
+    return model
+
+
+def fold_weight_transposes(model):
+    """Store transposed weights instead of transposing them in the graph.
+
+    The exporter writes ``Linear`` as ``MatMul(x, Transpose(weight))``;
+    onnxruntime's quantiser only quantises a ``MatMul`` whose weight is an
+    initializer, so each ``Transpose`` of an initializer becomes an
+    initializer (named after the weight, hence the same in both branches of
+    ``compose_by_length``). In place.
+
+    Arguments
+    ---------
+    model : onnx.ModelProto
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {init.name: init for init in graph.initializer}
+    users = {}
+    for node in graph.node:
+        for name in node.input:
+            users[name] = users.get(name, 0) + 1
+    renamed, dropped, kept_nodes = {}, set(), []
+    for node in graph.node:
+        if node.op_type != "Transpose" or node.input[0] not in inits:
+            kept_nodes.append(node)
+            continue
+        perm = [list(a.ints) for a in node.attribute if a.name == "perm"]
+        source = numpy_helper.to_array(inits[node.input[0]])
+        array = np.transpose(source, perm[0] if perm else None)
+        tag = "_".join(str(p) for p in (perm[0] if perm else []))
+        name = f"{node.input[0]}.transposed{tag}"
+        if name not in inits:
+            folded = numpy_helper.from_array(np.ascontiguousarray(array), name)
+            graph.initializer.append(folded)
+            inits[name] = folded
+        renamed[node.output[0]] = name
+        users[node.input[0]] -= 1
+        if users[node.input[0]] == 0:
+            dropped.add(node.input[0])
+    if not renamed:
+        return
+    del graph.node[:]
+    graph.node.extend(kept_nodes)
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in renamed:
+                node.input[i] = renamed[name]
+    for i, output in enumerate(graph.output):
+        if output.name in renamed:
+            raise OnnxExportError("a graph output is a folded weight")
+    kept = [init for init in graph.initializer if init.name not in dropped]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
+def same_tensor(a, b):
+    from onnx import numpy_helper
+
+    if (a.data_type, list(a.dims)) != (b.data_type, list(b.dims)):
+        return False
+    if a.raw_data and b.raw_data:
+        return a.raw_data == b.raw_data
+    return np.array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b))
+
+
+def as_branch(model, prefix, initializers, functions):
+    """``model``'s graph as an ``If`` branch reading the outer inputs.
+
+    Every value it makes is renamed ``prefix + name``; its initializers
+    move to ``initializers`` (shared when equal to one already there, e.g.
+    the weights both branches use), its functions to ``functions``.
+    """
+    import onnx
+
+    graph = model.graph
+    rename = {}
+    for init in graph.initializer:
+        name = init.name
+        if name in initializers and not same_tensor(initializers[name], init):
+            name = prefix + name
+        rename[init.name] = name
+        if name not in initializers:
+            kept = onnx.TensorProto()
+            kept.CopyFrom(init)
+            kept.name = name
+            initializers[name] = kept
+    for func in model.functions:
+        functions.setdefault((func.domain, func.name, func.overload), func)
+    inputs = {value.name for value in graph.input}
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.g.node or attr.graphs:
+                raise OnnxExportError(
+                    "the exported graph holds a subgraph: report it as a bug"
+                )
+        node.name = prefix + node.name
+        for i, name in enumerate(node.output):
+            if name:
+                rename[name] = prefix + name
+                node.output[i] = prefix + name
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name and name not in inputs:
+                node.input[i] = rename.get(name, name)
+    for value in list(graph.value_info) + list(graph.output):
+        value.name = rename.get(value.name, value.name)
+    del graph.initializer[:]
+    del graph.input[:]
+    graph.name = prefix.strip("/")
+    return graph
+
+
+def compose_by_length(whole, segmented, segment):
+    """One model: the segmented graph for inputs longer than a segment.
+
+    ``torch.export`` cannot keep one time axis dynamic across "shorter
+    than a segment" (the clip is its own segment, of any length) and
+    "longer" (fixed-length segments), so each is exported on its own and
+    joined here by an ONNX ``If`` on the input's length.
+
+    Arguments
+    ---------
+    whole, segmented : onnx.ModelProto
+        Graphs for inputs of at most / more than ``segment`` samples.
+    segment : int
+        Segment length in samples.
+
+    Returns
+    -------
+    onnx.ModelProto
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    inputs = [onnx.ValueInfoProto() for _ in whole.graph.input]
+    for copy, value in zip(inputs, whole.graph.input):
+        copy.CopyFrom(value)
+    output = onnx.ValueInfoProto()
+    output.CopyFrom(whole.graph.output[0])
+    initializers, functions = {}, {}
+    else_branch = as_branch(whole, "whole/", initializers, functions)
+    then_branch = as_branch(segmented, "segmented/", initializers, functions)
+    nodes = [
+        helper.make_node("Shape", ["wavs"], ["time"], start=1, end=2),
+        helper.make_node(
+            "Constant", [], ["segment"],
+            value=helper.make_tensor("segment", TensorProto.INT64, [1],
+                                     [segment]),
+        ),
+        helper.make_node("Greater", ["time", "segment"], ["segmented"]),
+        helper.make_node(
+            "If", ["segmented"], [output.name],
+            then_branch=then_branch, else_branch=else_branch,
+        ),
+    ]
+    graph = helper.make_graph(
+        nodes, "amser_sb_posteriors", inputs, [output],
+        initializer=list(initializers.values()),
+    )
+    model = helper.make_model(
+        graph, opset_imports=list(whole.opset_import),
+        functions=list(functions.values()),
+    )
+    model.ir_version = whole.ir_version
+    return model
+
+
+def build_onnx(clf, sample_rate):
+    """The ONNX model of a loaded model folder (not yet checked).
+
+    Arguments
+    ---------
+    clf : speechbrain.inference.classifiers.EncoderClassifier
+        The folder loaded by ``amser_sb.inference.classify.load_classifier``.
+    sample_rate : int
+        The model's rate.
+
+    Returns
+    -------
+    onnx.ModelProto
+    """
+    graph = PosteriorGraph(clf.mods.embedding_model, clf.mods.classifier)
+    graph.eval()
+    segment = graph.segment
+    short = segment or int(4 * sample_rate)
+    clips = check_clips(
+        [0.6 * short / sample_rate, 0.45 * short / sample_rate], sample_rate
+    )
+    wavs, lens = pad_batch(clips)
+    whole_graph = PosteriorGraph(clf.mods.embedding_model, clf.mods.classifier)
+    whole_graph.segment = None
+    whole = export_graph(whole_graph.eval(), wavs, lens)
+    if segment is None:
+        return whole
+    clips = check_clips(
+        [2.3 * segment / sample_rate, 1.6 * segment / sample_rate],
+        sample_rate,
+    )
+    wavs, lens = pad_batch(clips)
+    segmented = export_graph(graph, wavs, lens)
+    return compose_by_length(whole, segmented, segment)
+
+
+def quantize_int8(src, dst):
+    """onnxruntime's dynamic int8 quantisation of the MatMul weights.
+
+    Arguments
+    ---------
+    src, dst : str
+        float32 model in, int8 model out.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+        extra_options={"EnableSubgraph": True},
+    )

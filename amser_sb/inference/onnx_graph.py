@@ -1,0 +1,413 @@
+"""Graph forms of the model's own steps, for ``torch.export`` and ONNX.
+
+MADD without data-dependent Python branches (:func:`graph_madd`, the rule
+of :func:`amser_sb.core.madd.madd`), the segment grid as one gathered batch
+(:func:`cut_segments`), traceable twins of what would fix an axis while
+tracing (:func:`traceable`), and :class:`PosteriorGraph`: waveform and
+relative lengths to class posteriors, the module that is exported.
+
+Authors
+ * amser-sb contributors
+"""
+
+import contextlib
+import logging
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from amser_sb.core.lengths import lengths_to_samples
+from amser_sb.core.madd import (
+    DEFAULT_ABS_FLOOR,
+    DEFAULT_CLIP_LEVEL,
+    DEFAULT_MAX_RATIO,
+)
+
+from amser_sb.inference.onnx_contract import (
+    OnnxExportError,
+)
+from amser_sb.inference.onnx_graph_encoders import graph_encoder
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- MADD ---
+def sliding_max(x, window):
+    """Maximum over every window of ``window`` samples, in O(T log window).
+
+    ``amser_sb.core.madd.sliding_max`` uses ``cummax``, which ONNX lacks; here
+    maxima over spans of 1, 2, 4, ... samples are built by doubling, and a
+    window is the maximum of two overlapping spans (exact).
+
+    Arguments
+    ---------
+    x : torch.Tensor
+        ``[batch, time]`` with ``time >= window``.
+    window : int
+        Window length (>= 1).
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, time - window + 1]``.
+
+    Example
+    -------
+    >>> sliding_max(torch.tensor([[1.0, 3.0, 2.0, 0.0, 5.0]]), 3)
+    tensor([[3., 3., 5.]])
+    """
+    span, spans = 1, x
+    while 2 * span <= window:
+        spans = torch.maximum(spans[:, :-span], spans[:, span:])
+        span *= 2
+    if span == window:
+        return spans
+    rest = window - span
+    return torch.maximum(spans[:, :-rest], spans[:, rest:])
+
+
+def graph_madd(
+    wavs,
+    n_samples,
+    window,
+    factor,
+    abs_floor=DEFAULT_ABS_FLOOR,
+    max_ratio=DEFAULT_MAX_RATIO,
+    clip_level=DEFAULT_CLIP_LEVEL,
+    keep="any_voiced",
+):
+    """MADD's voiced mask without data-dependent Python branches.
+
+    The rule of :func:`amser_sb.core.madd.madd` (see there), computed for
+    every utterance on both of its paths (utterances of at least ``window``
+    samples, shorter ones) and combined with ``where``, so that the
+    exported graph holds the whole decision. The waveforms are zero-padded
+    by ``window`` samples first, so that at least one window fits whatever
+    the batch's length (the padding lies past every utterance and is never
+    a valid window).
+
+    Arguments
+    ---------
+    wavs : torch.Tensor
+        ``[batch, time]`` waveforms.
+    n_samples : torch.Tensor
+        ``[batch]`` (long) valid samples of each.
+    window, factor, abs_floor, max_ratio, clip_level, keep
+        As in ``amser_sb.core.madd.madd``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, time]`` float 0/1 mask (0 on padding).
+
+    Example
+    -------
+    >>> from amser_sb.core.madd import madd
+    >>> wavs = 0.01 * torch.randn(2, 3000)
+    >>> wavs[:, 1000:2000] += torch.sin(torch.arange(1000) / 3)
+    >>> n = torch.tensor([3000, 2500])
+    >>> mask = graph_madd(wavs, n, 400, 3.0)
+    >>> torch.equal(mask, madd(wavs, n / 3000, 400, 3.0)[1])
+    True
+    """
+    x = wavs.float()
+    batch, time = x.shape
+    padded = F.pad(x, (0, window))
+    n_win = time + 1  # windows of the padded signal
+    hi = sliding_max(padded, window)
+    lo = -sliding_max(-padded, window)
+    d = hi - lo
+    n = n_samples.unsqueeze(1)
+    long_rows = n >= window
+    win_pos = torch.arange(n_win, device=x.device).unsqueeze(0)
+    valid = (win_pos + window <= n) & long_rows
+    inf = torch.tensor(float("inf"), dtype=d.dtype, device=d.device)
+    audible = valid & (d > abs_floor)
+    ref = torch.where(audible, d, inf).amin(dim=1, keepdim=True)
+    silent = ~audible | (d < factor * ref)
+    if max_ratio is not None:
+        loudest = torch.where(valid, d, -inf).amax(dim=1, keepdim=True)
+        silent = silent & (~audible | (d < max_ratio * loudest))
+    voiced = ~silent
+    if clip_level is not None:
+        voiced = voiced | (valid & (torch.maximum(hi, -lo) >= clip_level))
+    if keep == "any_voiced":
+        v = F.pad((voiced & valid).float(), (window - 1, window - 1))
+        covered = sliding_max(v, window) > 0
+    else:
+        s = F.pad((~voiced & valid).float(), (window - 1, window - 1))
+        covered = sliding_max(s, window) == 0
+    mask = covered[:, :time] & long_rows
+    samples = torch.arange(time, device=x.device).unsqueeze(0) < n
+    floor = torch.finfo(x.dtype).min
+    hi_s = torch.where(samples, x, floor).amax(dim=1, keepdim=True)
+    lo_s = -torch.where(samples, -x, floor).amax(dim=1, keepdim=True)
+    keep_short = (hi_s - lo_s) > abs_floor
+    if clip_level is not None:
+        keep_short = keep_short | (torch.maximum(hi_s, -lo_s) >= clip_level)
+    mask = mask | (~long_rows & (n > 0) & keep_short)
+    return (mask & samples).to(wavs.dtype)
+
+
+# --------------------------------------------------------- segment grid ---
+def cut_segments(wavs, mask, n_samples, segment, hop):
+    """Every segment of every utterance, as one batch (graph form).
+
+    The grid of :func:`amser_sb.core.segments.segment_bounds`: segments of
+    ``segment`` samples starting every ``hop`` samples while they end
+    before the utterance does, plus one ending at its last sample; an
+    utterance of at most ``segment`` samples is one segment, itself. Each
+    utterance gets the slots of the batch's longest; unused slots repeat its
+    first segment (finite values, weight 0).
+
+    Arguments
+    ---------
+    wavs, mask : torch.Tensor
+        ``[batch, time]`` waveforms and their voiced masks (0 on padding).
+    n_samples : torch.Tensor
+        ``[batch]`` (long) valid samples.
+    segment, hop : int
+        Segment length and hop in samples.
+
+    Returns
+    -------
+    seg_wavs, seg_mask : torch.Tensor
+        ``[batch * slots, min(time, segment)]``.
+    seg_lens : torch.Tensor
+        ``[batch * slots]`` relative lengths.
+    weights : torch.Tensor
+        ``[batch, batch * slots]``: the mean over each utterance's
+        segments as a matrix.
+
+    Example
+    -------
+    >>> wavs = torch.arange(10.0).unsqueeze(0)
+    >>> seg, _, lens, w = cut_segments(wavs, wavs, torch.tensor([10]), 4, 4)
+    >>> seg  # segment_bounds(10, 4): (0, 4), (4, 8), (6, 10)
+    tensor([[0., 1., 2., 3.],
+            [4., 5., 6., 7.],
+            [6., 7., 8., 9.]])
+    >>> w
+    tensor([[0.3333, 0.3333, 0.3333]])
+    """
+    batch, time = wavs.shape
+    length = torch.sym_min(time, segment)
+    slots = (torch.sym_max(time - segment, 0) + hop - 1) // hop + 1
+    n = n_samples.unsqueeze(1)
+    k = torch.arange(slots, device=wavs.device).unsqueeze(0)
+    long_rows = n > segment
+    # regular starts k * hop with k * hop + segment < n, then n - segment
+    regular = torch.div(n - segment + hop - 1, hop, rounding_mode="floor")
+    regular = torch.where(long_rows, regular, torch.zeros_like(regular))
+    count = torch.where(long_rows, regular + 1, torch.ones_like(regular))
+    starts = torch.where(k < regular, k * hop, n - segment)
+    used = k < count
+    starts = torch.where(used & long_rows, starts, torch.zeros_like(starts))
+    seg_n = torch.clamp(n, max=segment).expand(batch, slots)
+    pos = torch.arange(length, device=wavs.device)
+    index = (starts.unsqueeze(2) + pos).clamp(max=time - 1)
+    inside = (pos < seg_n.unsqueeze(2)).to(wavs.dtype)
+    index = index.reshape(batch, -1)
+    seg_wavs = torch.gather(wavs, 1, index).view(-1, length)
+    seg_mask = torch.gather(mask, 1, index).view(-1, length)
+    inside = inside.view(-1, length)
+    seg_lens = seg_n.reshape(-1).to(wavs.dtype) / length
+    per_utt = used.to(wavs.dtype) / count.to(wavs.dtype)
+    owner = torch.div(
+        torch.arange(batch * slots, device=wavs.device), slots,
+        rounding_mode="floor",
+    )
+    rows = (torch.arange(batch, device=wavs.device).unsqueeze(1) == owner)
+    rows = rows.to(wavs.dtype)
+    weights = rows * per_utt.reshape(1, -1)
+    return seg_wavs * inside, seg_mask * inside, seg_lens, weights
+
+
+# ------------------------------------------------------------ the graph ---
+def symbolic_length_to_mask(length, max_len=None, dtype=None, device=None):
+    """SpeechBrain's ``length_to_mask`` without ``len()`` on a tensor.
+
+    ``len(tensor)`` turns the batch size into a Python int, which
+    ``torch.export`` must then fix to the example's; ``length.shape[0]``
+    stays symbolic. Same arguments and result as
+    ``speechbrain.dataio.dataio.length_to_mask``.
+
+    Example
+    -------
+    >>> symbolic_length_to_mask(torch.tensor([1, 3]), 3)
+    tensor([[1, 0, 0],
+            [1, 1, 1]])
+    """
+    if max_len is None:
+        max_len = length.max().long().item()
+    mask = torch.arange(
+        max_len, device=length.device, dtype=length.dtype
+    ).expand(length.shape[0], max_len) < length.unsqueeze(1)
+    return torch.as_tensor(
+        mask, dtype=length.dtype if dtype is None else dtype,
+        device=length.device if device is None else device,
+    )
+
+
+def graph_pool_mask(conv, mask, lengths):
+    """``MaskedConv1d.pool_mask`` of a 0/1 mask, in a traceable form.
+
+    ``torch.export`` fixes the time axis of every max-pooling to the
+    example's; for a 0/1 mask the max-pooling is "any 1 in the window",
+    i.e. a convolution with ones, positive (exact).
+
+    Arguments
+    ---------
+    conv : amser_sb.lobes.MaskedConv1d
+        The layer whose geometry the mask follows.
+    mask : torch.Tensor
+        ``[batch, 1, time]`` 0/1.
+    lengths : torch.Tensor
+        ``[batch]`` valid input frames (long).
+
+    Returns
+    -------
+    mask : torch.Tensor
+        ``[batch, 1, time']``.
+    lengths : torch.Tensor
+        ``[batch]`` valid output frames.
+
+    Example
+    -------
+    >>> from amser_sb.lobes import MaskedConv1d
+    >>> conv = MaskedConv1d(1, 4, kernel_size=7, stride=4)
+    >>> mask = (torch.rand(2, 1, 50) > 0.7).float()
+    >>> n = torch.tensor([50, 30])
+    >>> ours, ref = graph_pool_mask(conv, mask, n), conv.pool_mask(mask, n)
+    >>> torch.equal(ours[0], ref[0]), torch.equal(ours[1], ref[1])
+    (True, True)
+    """
+    ones = mask.new_ones(1, 1, conv.kernel_size)
+    summed = F.conv1d(mask, ones, stride=conv.stride, padding=conv.padding)
+    pooled = (summed > 0.5).to(mask.dtype)
+    lengths = conv.output_lengths(lengths)
+    valid = symbolic_length_to_mask(
+        lengths, pooled.shape[-1], dtype=mask.dtype, device=mask.device
+    )
+    return pooled * valid.unsqueeze(1), lengths
+
+
+@contextlib.contextmanager
+def traceable(model):
+    """While tracing ``model``, swap in the traceable twins of two helpers.
+
+    ``torch.export`` fixes an axis to the example's size where Python code
+    reads it as an int: SpeechBrain's ``length_to_mask`` calls ``len()``
+    on a tensor, and max-pooling fixes its time axis. For the duration of
+    the export every ``amser_sb`` module holding SpeechBrain's
+    ``length_to_mask`` gets ``symbolic_length_to_mask``, and every
+    ``MaskedConv1d`` of ``model`` pools its mask with ``graph_pool_mask``
+    (same values); all are restored afterwards. The tracer subclasses the
+    traced modules' classes on the fly, which registers those subclasses in
+    the encoder registry (``SpeechEncoder.__init_subclass__``); the
+    registry is restored too.
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+    """
+    import functools
+
+    from speechbrain.dataio.dataio import length_to_mask
+
+    from amser_sb.lobes import MaskedConv1d
+    from amser_sb.lobes.encoder_registry import ENCODERS
+
+    patched = [
+        module for name, module in list(sys.modules.items())
+        if name.startswith("amser_sb.")
+        and getattr(module, "length_to_mask", None) is length_to_mask
+    ]
+    convs = [m for m in model.modules() if isinstance(m, MaskedConv1d)]
+    for module in patched:
+        module.length_to_mask = symbolic_length_to_mask
+    for conv in convs:
+        conv.pool_mask = functools.partial(graph_pool_mask, conv)
+    registry = dict(ENCODERS)
+    try:
+        yield
+    finally:
+        ENCODERS.clear()
+        ENCODERS.update(registry)
+        for module in patched:
+            module.length_to_mask = length_to_mask
+        for conv in convs:
+            del conv.pool_mask
+
+
+class PosteriorGraph(torch.nn.Module):
+    """What ``EncoderClassifier.classify_batch`` computes, in graph form.
+
+    Arguments
+    ---------
+    utterance_model : amser_sb.lobes.UtteranceEncoder
+        The loaded folder's ``embedding_model`` (MADD, segment grid, AMSER).
+    classifier : torch.nn.Module
+        The loaded folder's classifier (``EmotionClassifier``).
+
+    Example
+    -------
+    >>> from amser_sb.lobes import AMResNet, AMSER, EmotionClassifier
+    >>> from amser_sb.lobes import UtteranceEncoder
+    >>> am = AMResNet(channels=8)
+    >>> utt = UtteranceEncoder(AMSER(am_resnet=am, mode="am_resnet"),
+    ...                        segment_seconds=1.0)
+    >>> graph = PosteriorGraph(utt, EmotionClassifier(8, 3, "prob")).eval()
+    >>> post = graph(0.1 * torch.randn(2, 24000), torch.tensor([1.0, 0.5]))
+    >>> post.shape, bool(torch.allclose(post.sum(1), torch.ones(2)))
+    (torch.Size([2, 3]), True)
+    """
+
+    def __init__(self, utterance_model, classifier):
+        super().__init__()
+        from amser_sb.lobes import AMSER
+
+        model = utterance_model.encoder
+        ssl = graph_encoder(model.ssl) if model.ssl is not None else None
+        self.segment_model = AMSER(
+            ssl=ssl, am_resnet=model.am_resnet, fusion=model.fusion,
+            mode=model.mode,
+        )
+        self.classifier = classifier
+        self.segment = utterance_model.segment
+        self.hop = utterance_model.hop or utterance_model.segment
+        self.use_voiced_mask = utterance_model.use_voiced_mask
+        self.madd_window = int(utterance_model.madd_window)
+        self.madd_factor = float(utterance_model.madd_factor)
+        self.log_probs = getattr(classifier, "output", "prob") == "log_prob"
+        if getattr(classifier, "output", "prob") == "logits":
+            raise OnnxExportError(
+                "the classifier outputs logits; export folders whose "
+                "classifier outputs probabilities (amser-sb export does)"
+            )
+
+    def forward(self, wavs, wav_lens):
+        """Posteriors ``[batch, classes]`` of waveforms ``[batch, time]``
+        with relative lengths ``wav_lens`` ``[batch]``."""
+        batch, time = wavs.shape
+        n = lengths_to_samples(wav_lens, time).clamp(min=1)
+        samples = torch.arange(time, device=wavs.device) < n.unsqueeze(1)
+        wavs = wavs * samples.to(wavs.dtype)
+        if self.use_voiced_mask:
+            mask = graph_madd(wavs, n, self.madd_window, self.madd_factor)
+        else:
+            mask = samples.to(wavs.dtype)
+        if self.segment is None:
+            lens = n.to(wavs.dtype) / time
+            emb = self.segment_model(wavs, lens, mask=mask).squeeze(1)
+        else:
+            seg, seg_mask, seg_lens, weights = cut_segments(
+                wavs, mask, n, self.segment, self.hop
+            )
+            emb = self.segment_model(seg, seg_lens, mask=seg_mask).squeeze(1)
+            emb = weights @ emb
+        out = self.classifier(emb.unsqueeze(1)).reshape(batch, -1)
+        if self.log_probs:
+            out = out.exp()
+        return out / out.sum(dim=1, keepdim=True)

@@ -1,0 +1,388 @@
+"""ONNX export (``amser-sb export-onnx``) and onnxruntime inference.
+
+Each model folder is the recipe's model with tiny random weights, saved as
+a training checkpoint and exported (no training), then exported to ONNX:
+every encoder family (wav2vec2 group norm and layer norm, Whisper with its
+30 s window) and every mode (fusion, concat, am_resnet, ssl). Exports are
+slow (tens of seconds each, mostly torch.export), so each folder is built
+once per module and the checks share it.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+onnxruntime = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from amser_sb.inference.classify import (  # noqa: E402
+    classify_file,
+    classify_long,
+    load_classifier,
+)
+from amser_sb.cli import main  # noqa: E402
+from amser_sb.inference.onnx_contract import (  # noqa: E402
+    CARD_HEADING,
+    check_clips,
+    pad_batch,
+)
+from amser_sb.inference.onnx_export import export_onnx  # noqa: E402
+from amser_sb.inference.onnx_graph import graph_madd  # noqa: E402
+from amser_sb.inference.onnx_graph_encoders import (  # noqa: E402
+    GraphWav2Vec2,
+    GraphWhisper,
+)
+from amser_sb.inference.onnx_runtime import (  # noqa: E402
+    OnnxModelMissingError,
+    load_onnx_classifier,
+)
+from amser_sb.core.madd import madd  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+HPARAMS = os.path.join(ROOT, "recipes", "IEMOCAP", "emotion_recognition",
+                       "hparams")
+LABELS = ("neu", "hap", "sad", "ang")
+
+
+def build_model_folder(root, recipe, overrides):
+    """A fake trained fold of ``recipe`` (random weights), exported."""
+    from hyperpyyaml import load_hyperpyyaml, resolve_references
+    from speechbrain.dataio.encoder import CategoricalEncoder
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    from amser_sb.inference.export import export_model
+
+    fold = os.path.join(root, "exp", "speaker", "fold_1")
+    os.makedirs(fold, exist_ok=True)
+    overrides = dict(
+        overrides,
+        data_folder=os.path.join(root, "no_data"),
+        output_root=os.path.join(root, "exp"),
+    )
+    path = os.path.join(HPARAMS, recipe)
+    torch.manual_seed(0)
+    with open(path, encoding="utf-8") as handle:
+        hparams = load_hyperpyyaml(handle, overrides)
+    with open(path, encoding="utf-8") as handle:
+        saved = resolve_references(
+            handle, dict(overrides, manifest_folder=fold)
+        ).getvalue()
+    with open(os.path.join(fold, "hyperparams.yaml"), "w") as handle:
+        handle.write(saved)
+    encoder = CategoricalEncoder()
+    encoder.update_from_iterable(LABELS)
+    encoder.save(os.path.join(fold, "label_encoder.txt"))
+    # non-trivial BatchNorm statistics, as a trained model has
+    for module in hparams["embedding_model"].modules():
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 2.0)
+    Checkpointer(
+        os.path.join(fold, "save"),
+        recoverables={
+            "embedding_model": hparams["embedding_model"],
+            "classifier": hparams["classifier"],
+        },
+    ).save_checkpoint(meta={"UA": 50.0, "WA": 50.0, "epoch": 1})
+    model_dir = os.path.join(root, "model")
+    export_model(os.path.join(root, "exp"), model_dir)
+    return model_dir
+
+
+def _fusion_overrides(ssl_hub, root, **extra):
+    return dict(
+        ssl_hub=ssl_hub, am_resnet_channels=8, fusion_dim=16,
+        fusion_heads=2, fusion_ffn_dim=32,
+        pretrained_folder=os.path.join(root, "pretrained"),
+        feature_cache_folder=os.path.join(root, "cache"), **extra,
+    )
+
+
+@pytest.fixture(scope="module")
+def fusion_model(tmp_path_factory, tiny_w2v2_group):
+    """fusion + wav2vec2 (group norm), 1 s segments: both ONNX branches
+    (a clip shorter than a segment, and the segment grid), with int8."""
+    root = str(tmp_path_factory.mktemp("onnx_fusion"))
+    model_dir = build_model_folder(
+        root, "am_resnet_w2v2.yaml",
+        _fusion_overrides(tiny_w2v2_group, root, segment_seconds=1.0),
+    )
+    report = export_onnx(model_dir, int8=True)
+    return model_dir, report
+
+
+@pytest.fixture(scope="module")
+def audio(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("onnx_audio")
+    clips = check_clips([0.8, 2.7, 6.5], 16000, seed=3)
+    paths = []
+    for i, clip in enumerate(clips):
+        path = str(folder / f"clip_{i}.wav")
+        sf.write(path, clip, 16000)
+        paths.append(path)
+    stereo = str(folder / "stereo_8k.wav")
+    sf.write(stereo, np.stack([clips[1][::2], 0.5 * clips[1][::2]], 1), 8000)
+    return paths + [stereo]
+
+
+# ------------------------------------------------- graph parts, no ONNX ---
+def test_graph_madd_equals_madd():
+    """Property: the graph MADD equals silence.madd on random batches,
+    short rows, digital silence and clipping included."""
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        batch = 1 + trial % 3
+        time = int(torch.randint(50, 3000, (1,), generator=gen))
+        wavs = 0.01 * torch.randn(batch, time, generator=gen)
+        burst = int(torch.randint(0, time, (1,), generator=gen))
+        wavs[:, burst: burst + 500] *= 40
+        if trial % 5 == 0:
+            wavs[:, : time // 3] = 0  # digital silence
+        if trial % 7 == 0:
+            wavs = wavs.clamp(-0.2, 0.2) * 5  # clipped plateaus
+        n = torch.randint(1, time + 1, (batch,), generator=gen)
+        n[0] = time
+        window = [400, 64, 7][trial % 3]
+        ours = graph_madd(wavs, n, window, 3.0)
+        _, ref = madd(wavs, n.float() / time, window, 3.0)
+        assert torch.equal(ours, ref), trial
+
+
+def test_graph_encoders_on_padded_batches(tiny_w2v2_group, tiny_w2v2_layer,
+                                          tmp_path):
+    """The encoder branches in graph form give each clip's own features in
+    a padded batch (group norm over real frames, Whisper windows)."""
+    from amser_sb.lobes import SSLBackbone, build_random_whisper
+
+    whisper = build_random_whisper(tmp_path / "whisper")
+    encoders = [
+        SSLBackbone(tiny_w2v2_group, str(tmp_path), layer_weights=True),
+        SSLBackbone(tiny_w2v2_layer, str(tmp_path), output_norm=True),
+        SSLBackbone(whisper, str(tmp_path), layer_weights=True,
+                    window_seconds=0.5),
+    ]
+    clips = check_clips([0.3, 1.1, 0.7], 16000)
+    wavs, lens = pad_batch(clips)
+    for encoder in encoders:
+        encoder.eval()
+        with torch.no_grad():
+            torch.nn.init.normal_(encoder.layer_weights) if (
+                encoder.layer_weights is not None) else None
+            form = (GraphWhisper if "Whisper" in type(encoder).__name__
+                    else GraphWav2Vec2)(encoder)
+            feats, flens = form(wavs, lens)
+            for i, clip in enumerate(clips):
+                alone, _ = encoder(torch.from_numpy(clip)[None])
+                frames = alone.shape[1]
+                assert round(float(flens[i]) * feats.shape[1]) == frames
+                assert torch.allclose(feats[i, :frames], alone[0],
+                                      atol=1e-5), type(encoder).__name__
+                assert (feats[i, frames:] == 0).all()
+
+
+# ---------------------------------------------------------- the export ---
+def test_export_checks_itself_and_documents_it(fusion_model):
+    model_dir, report = fusion_model
+    assert os.path.isfile(os.path.join(model_dir, "model.onnx"))
+    assert os.path.isfile(os.path.join(model_dir, "model.int8.onnx"))
+    parity = report["parity"]
+    assert parity["passed"]
+    assert parity["max_abs_diff_alone"] <= 1e-4
+    assert parity["max_abs_diff_padded_batch"] <= 1e-4
+    # clips shorter than a segment and spanning several
+    assert min(parity["clip_seconds"]) < 1.0 < max(parity["clip_seconds"])
+    with open(os.path.join(model_dir, "onnx.json")) as handle:
+        assert json.load(handle)["parity"] == parity
+    with open(os.path.join(model_dir, "README.md")) as handle:
+        card = handle.read()
+    assert card.count(CARD_HEADING) == 1
+    assert "max |posterior difference|" in card
+    session = onnxruntime.InferenceSession(
+        os.path.join(model_dir, "model.onnx"),
+        providers=["CPUExecutionProvider"],
+    )
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["labels"]) == list(LABELS)
+    assert [i.name for i in session.get_inputs()] == ["wavs", "wav_lens"]
+    assert [str(d) for d in session.get_inputs()[0].shape] != ["1", "1"]
+
+
+def _torch_posteriors(clf, clips):
+    out = []
+    for clip in clips:
+        post = clf.classify_batch(torch.from_numpy(clip)[None])[0]
+        post = post.reshape(1, -1)
+        out.append((post / post.sum()).detach().numpy())
+    return np.concatenate(out)
+
+
+def test_onnx_matches_pytorch_alone_and_batched(fusion_model, tmp_path):
+    """Lengths the export check did not use, single clips and one padded
+    batch of 5 (each branch of the graph: all clips shorter than a segment
+    and clips of several segments)."""
+    model_dir, _ = fusion_model
+    clf = load_classifier(model_dir, savedir=str(tmp_path / "sd"))
+    onnx_clf = load_onnx_classifier(model_dir)
+    clips = check_clips([0.05, 0.61, 1.0, 1.7, 3.33], 16000, seed=7)
+    ref = _torch_posteriors(clf, clips)
+    alone = np.concatenate([onnx_clf.posteriors(c[None]) for c in clips])
+    assert np.abs(alone - ref).max() <= 1e-4
+    wavs, lens = pad_batch(clips)
+    assert np.abs(onnx_clf.posteriors(wavs, lens) - ref).max() <= 1e-4
+    wavs, lens = pad_batch(clips[:3])  # all within one segment
+    assert np.abs(onnx_clf.posteriors(wavs, lens) - ref[:3]).max() <= 1e-4
+
+
+def test_classify_files_and_long_audio_like_pytorch(fusion_model, audio,
+                                                    tmp_path):
+    model_dir, _ = fusion_model
+    clf = load_classifier(model_dir, savedir=str(tmp_path / "sd"))
+    onnx_clf = load_onnx_classifier(model_dir)
+    for path in audio:
+        ours, ref = classify_file(onnx_clf, path), classify_file(clf, path)
+        assert ours.label == ref.label
+        for lab in ref.posteriors:
+            assert abs(ours.posteriors[lab] - ref.posteriors[lab]) <= 2e-4
+    ours = classify_long(onnx_clf, audio[2], window=2.0, hop=1.0,
+                         batch_size=3)
+    ref = classify_long(clf, audio[2], window=2.0, hop=1.0, batch_size=3)
+    assert [w.label for w in ours.windows] == [w.label for w in ref.windows]
+    assert [(w.start, w.end) for w in ours.windows] == \
+        [(w.start, w.end) for w in ref.windows]
+    for a, b in zip(ours.windows, ref.windows):
+        for lab in b.posteriors:
+            assert abs(a.posteriors[lab] - b.posteriors[lab]) <= 2e-4
+
+
+def test_cli_runtime_onnx_json(fusion_model, audio, capsys):
+    model_dir, _ = fusion_model
+    outputs = {}
+    for runtime in ("torch", "onnx", "onnx-int8"):
+        assert main(["classify", "--model", model_dir, "--runtime", runtime,
+                     "--json", "--savedir", model_dir + "_sd",
+                     audio[0], audio[2]]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        outputs[runtime] = [json.loads(line) for line in lines]
+    for a, b in zip(outputs["onnx"], outputs["torch"]):
+        assert a["file"] == b["file"] and a["label"] == b["label"]
+        assert a["duration"] == b["duration"]
+        assert max(abs(a["posteriors"][k] - b["posteriors"][k])
+                   for k in LABELS) <= 2e-4
+    for a, b in zip(outputs["onnx-int8"], outputs["torch"]):
+        assert set(a["posteriors"]) == set(LABELS)
+        assert max(abs(a["posteriors"][k] - b["posteriors"][k])
+                   for k in LABELS) <= 0.05
+    # long audio windowing: the same windows as the PyTorch path
+    assert main(["classify", "--model", model_dir, "--runtime", "onnx",
+                 "--window", "2", "--json", audio[2]]) == 0
+    windowed = json.loads(capsys.readouterr().out)
+    assert [w["start"] for w in windowed["windows"]] == [0, 1, 2, 3, 4, 5]
+
+
+def test_missing_onnx_file_or_runtime_is_one_line(fusion_model, tmp_path,
+                                                  capsys, monkeypatch):
+    import shutil
+
+    model_dir, _ = fusion_model
+    bare = tmp_path / "bare"
+    shutil.copytree(model_dir, bare)
+    os.remove(bare / "model.int8.onnx")
+    status = subprocess.run(
+        [sys.executable, "-m", "amser_sb.cli", "classify", "--model",
+         str(bare), "--runtime", "onnx-int8", "x.wav"],
+        capture_output=True, text=True,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+    )
+    assert status.returncode == 2
+    err = status.stderr.strip().splitlines()
+    assert len(err) == 1 and "has no model.int8.onnx" in err[0]
+    assert "amser-sb export-onnx --int8" in err[0]
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(OnnxModelMissingError, match=r"amser-sb\[onnx\]"):
+        load_onnx_classifier(model_dir)
+    with pytest.raises(OnnxModelMissingError, match="does not exist"):
+        load_onnx_classifier(str(tmp_path / "nowhere"))
+
+
+def _readme_example():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        text = handle.read()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    found = [b for b in blocks if "import onnxruntime" in b]
+    assert len(found) == 1, "the README's torch-free example"
+    return found[0]
+
+
+def test_readme_example_runs_without_torch(fusion_model, audio, tmp_path):
+    """The README's onnxruntime + numpy + soundfile example, in a process
+    where importing torch fails."""
+    model_dir, _ = fusion_model
+    code = (_readme_example()
+            .replace("my_model/model.onnx",
+                     os.path.join(model_dir, "model.onnx"))
+            .replace("speech.wav", audio[1]))
+    blocker = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'torchaudio', "
+        "'speechbrain'):\n"
+        "            raise ImportError('torch is blocked in this test')\n"
+        "sys.meta_path.insert(0, Block())\n"
+    )
+    script = tmp_path / "example.py"
+    script.write_text(blocker + code + "\nassert 'torch' not in sys.modules\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+    onnx_clf = load_onnx_classifier(model_dir)
+    expected = classify_file(onnx_clf, audio[1]).label
+    assert out.stdout.split()[0] == expected
+
+
+# ------------------------------------------- every family and mode ---
+CONFIGS = {
+    "concat-w2v2-layer-norm": ("am_resnet_w2v2.yaml", "layer",
+                               {"mode": "concat", "fusion": None,
+                                "segment_seconds": None}),
+    "am_resnet": ("am_resnet.yaml", None,
+                  {"am_resnet_channels": 8, "segment_seconds": None}),
+    "ssl-whisper-30s": ("w2v2_baseline.yaml", "whisper",
+                        {"ssl_layer_weights": True,
+                         "segment_seconds": None}),
+}
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_every_family_and_mode_exports_and_matches(
+        config, tmp_path, tiny_w2v2_layer):
+    from amser_sb.lobes import build_random_whisper
+
+    recipe, family, extra = CONFIGS[config]
+    root = str(tmp_path)
+    overrides = dict(extra)
+    if family == "layer":
+        overrides.update(_fusion_overrides(tiny_w2v2_layer, root))
+    elif family == "whisper":
+        overrides.update(
+            ssl_hub=build_random_whisper(tmp_path / "whisper"),
+            pretrained_folder=os.path.join(root, "pretrained"),
+            feature_cache_folder=os.path.join(root, "cache"),
+        )
+    model_dir = build_model_folder(root, recipe, overrides)
+    report = export_onnx(model_dir)
+    assert report["parity"]["passed"]
+    clf = load_classifier(model_dir, savedir=str(tmp_path / "sd"))
+    onnx_clf = load_onnx_classifier(model_dir)
+    clips = check_clips([0.9, 2.2], 16000, seed=5)
+    ref = _torch_posteriors(clf, clips)
+    wavs, lens = pad_batch(clips)
+    assert np.abs(onnx_clf.posteriors(wavs, lens) - ref).max() <= 1e-4

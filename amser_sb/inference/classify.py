@@ -361,7 +361,7 @@ def classify_file(clf, path):
     """
     sample_rate = _model_rate(clf)
     wav = load_waveform(path, sample_rate)
-    shortest = model_checks.shortest_input(clf.mods)
+    shortest = model_checks.shortest_input(clf)
     if wav.numel() < shortest:
         raise core_audio.AudioError(
             f"{path} is {wav.numel() / sample_rate:.3f} s long, shorter than "

@@ -111,19 +111,23 @@ def check_finite(wav, path):
         )
 
 
-def shortest_input(module):
-    """The fewest samples every encoder in ``module`` accepts.
+def shortest_input(clf):
+    """The fewest samples a loaded classifier accepts.
 
     Arguments
     ---------
-    module : torch.nn.Module
-        A loaded model (its encoders declare ``min_samples``).
+    clf : EncoderClassifier or OnnxClassifier
+        A PyTorch model (its encoders declare ``min_samples``) or an
+        onnxruntime one (``min_samples`` from the graph's metadata).
 
     Returns
     -------
     int
         0 when no part declares a minimum.
     """
+    if not hasattr(clf, "mods"):
+        return int(getattr(clf, "min_samples", 0) or 0)
+    module = clf.mods
     sizes = [
         int(getattr(part, "min_samples", 0) or 0)
         for part in module.modules()

@@ -65,9 +65,9 @@ def recipe_hparams():
     -------
     str
     """
-    here = os.path.dirname(os.path.abspath(__file__))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = os.path.join(
-        os.path.dirname(here), "recipes", "IEMOCAP", "emotion_recognition",
+        os.path.dirname(package), "recipes", "IEMOCAP", "emotion_recognition",
         "hparams", "am_resnet_w2v2.yaml",
     )
     if not os.path.isfile(path):

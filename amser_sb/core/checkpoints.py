@@ -359,3 +359,32 @@ def find_best_checkpoint(save_folder, key="UA"):
             "first (it is written at the end of each epoch)"
         )
     return best
+
+
+#: ``model_selection`` of the recipe -> the checkpoint meta key maximised.
+SELECTION_KEYS = {"best_valid": "UA", "last": "epoch"}
+
+
+def selection_key(model_selection):
+    """The checkpoint meta key that picks the tested checkpoint.
+
+    Arguments
+    ---------
+    model_selection : str
+        ``best_valid`` (highest validation UA) or ``last`` (last epoch).
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> selection_key("last"), selection_key("best_valid")
+    ('epoch', 'UA')
+    """
+    if model_selection not in SELECTION_KEYS:
+        raise ValueError(
+            f"model_selection must be one of {', '.join(SELECTION_KEYS)}, "
+            f"got {model_selection!r}"
+        )
+    return SELECTION_KEYS[model_selection]

@@ -15,7 +15,7 @@ import os
 
 import yaml
 
-from amser_sb.core.checkpoints import find_best_checkpoint
+from amser_sb.core.checkpoints import find_best_checkpoint, selection_key
 from amser_sb.core.errors import AmserUserError
 
 logger = logging.getLogger(__name__)
@@ -59,9 +59,13 @@ def read_run_hparams(path):
 
 
 def _best_checkpoint(fold_folder):
-    """``(checkpoint folder, meta)`` with the highest valid UA, or None."""
+    """``(checkpoint folder, meta)`` the run tested (its
+    ``model_selection``: best valid UA, or the last epoch), or None."""
+    path = os.path.join(fold_folder, "hyperparams.yaml")
+    chosen = read_run_hparams(path).get("model_selection") or "best_valid"
     try:
-        best = find_best_checkpoint(os.path.join(fold_folder, "save"))
+        best = find_best_checkpoint(os.path.join(fold_folder, "save"),
+                                    key=selection_key(chosen))
     except FileNotFoundError:
         return None
     return str(best.path), dict(best.meta)

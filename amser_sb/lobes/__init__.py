@@ -13,6 +13,7 @@ from amser_sb.lobes.classifier import EmotionClassifier
 from amser_sb.lobes.fusion import (
     ConcatFusion,
     CrossAttentionFusion,
+    Fusion,
     masked_mean,
     resample_to_length,
 )
@@ -36,6 +37,8 @@ from amser_sb.lobes.wav2vec2 import (
     wav2vec2_config,
 )
 from amser_sb.lobes.whisper import WhisperEncoder, build_random_whisper
+from amser_sb.lobes.pooling import StatsPooling, masked_mean_std
+from amser_sb.lobes.residual_fusion import GatedResidualFusion
 from amser_sb.lobes.utterance import Passthrough, UtteranceEncoder
 
 __all__ = [
@@ -43,6 +46,10 @@ __all__ = [
     "AMSER",
     "ConcatFusion",
     "CrossAttentionFusion",
+    "Fusion",
+    "GatedResidualFusion",
+    "StatsPooling",
+    "masked_mean_std",
     "EmotionClassifier",
     "MaskResBlock",
     "MaskedConv1d",

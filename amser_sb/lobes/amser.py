@@ -54,8 +54,12 @@ class AMSER(torch.nn.Module):
         a ``ConcatFusion`` is built when None.
     mode : str
         ``"fusion"`` (default), ``"concat"``, ``"am_resnet"`` or
-        ``"ssl"`` (the last two mean-pool one branch over its valid
-        frames).
+        ``"ssl"`` (the last two pool one branch over its valid frames).
+    pooling : torch.nn.Module, optional
+        How ``"ssl"`` mode pools the encoder features ``[batch, time,
+        feat]`` with their lengths (e.g. ``StatsPooling``, the head of the
+        default fusion, for an encoder-alone row with the same head);
+        None: the mean over valid frames.
     compile_training : bool or dict
         ``torch.compile`` the AM-ResNet branch and the fusion for training
         (True, or a dict of ``torch.compile`` keyword arguments; default
@@ -91,6 +95,7 @@ class AMSER(torch.nn.Module):
         fusion=None,
         mode="fusion",
         compile_training=False,
+        pooling=None,
     ):
         super().__init__()
         if mode in MODE_ALIASES:
@@ -121,8 +126,11 @@ class AMSER(torch.nn.Module):
         self.ssl = ssl if needs_ssl else None
         self.am_resnet = am_resnet if needs_am else None
         self.fusion = fusion
+        self.pooling = pooling if mode == "ssl" else None
         if fusion is not None:
             self.out_dim = fusion.out_dim
+        elif self.pooling is not None:
+            self.out_dim = self.pooling.out_dim
         elif mode == "am_resnet":
             self.out_dim = am_resnet.out_dim
         else:
@@ -293,6 +301,8 @@ class AMSER(torch.nn.Module):
             return masked_mean(feats, lens).unsqueeze(1)
         w2v, w2v_lens = self.ssl_features(wavs, wav_lens, ssl_feats, ssl_lens)
         if self.mode == "ssl":
+            if self.pooling is not None:
+                return self.pooling(w2v, w2v_lens).unsqueeze(1)
             return masked_mean(w2v, w2v_lens).unsqueeze(1)
         am, am_lens = self.am_features(wavs, wav_lens, mask, am_feats, am_lens)
         fusion = self._branch("fusion")

@@ -72,11 +72,15 @@ class SpeechEncoder(torch.nn.Module):
         Number of hidden states (the input embedding plus every layer).
     freeze : bool
         Fixed feature extractor (eval mode, no gradients) if True.
-    layer_weights : bool
-        Learned softmax-weighted sum of all hidden states (SUPERB) instead
-        of the last one.
+    layer_weights : bool or str
+        True: a learned softmax-weighted sum of all hidden states (SUPERB)
+        instead of the last one; ``"concat"``: all hidden states side by
+        side (``out_dim`` times ``n_layers`` features a frame, each state
+        layer-normed with ``output_norm``), so that a head sees every
+        layer (what a probe on the concatenated layers sees).
     output_norm : bool
-        Layer-norm each output frame over its features (no affine).
+        Layer-norm each output frame over its features (no affine); with
+        ``layer_weights="concat"`` each hidden state on its own.
     finetune_layers : int or str or None
         With ``freeze=False``: ``"all"`` (the whole network), ``k`` (the
         top ``k`` transformer layers only), 0 or None (frozen, as
@@ -126,8 +130,15 @@ class SpeechEncoder(torch.nn.Module):
         finetune_layers="all",
     ):
         super().__init__()
-        self.out_dim = int(out_dim)
+        if layer_weights not in (True, False, "concat"):
+            raise EncoderOptionError(
+                f"layer_weights must be true, false or concat, got "
+                f"{layer_weights!r}"
+            )
+        self.layer_concat = layer_weights == "concat"
         self.n_layers = int(n_layers)
+        self.out_dim = int(out_dim) * (self.n_layers if self.layer_concat
+                                       else 1)
         self.freeze = bool(freeze)
         self.output_norm = bool(output_norm)
         self.top_layers = None  # fine-tuned top layers; None: all of it
@@ -136,9 +147,21 @@ class SpeechEncoder(torch.nn.Module):
             if self.top_layers == 0:
                 self.freeze, self.top_layers = True, None
         if layer_weights:
-            self.layer_weights = torch.nn.Parameter(torch.zeros(self.n_layers))
+            # with "concat": all hidden states are returned and none is
+            # weighted (the parameter stays 0 and is not trained)
+            self.layer_weights = torch.nn.Parameter(
+                torch.zeros(self.n_layers),
+                requires_grad=not self.layer_concat,
+            )
         else:
             self.register_parameter("layer_weights", None)
+
+    @property
+    def layer_weights_option(self):
+        """The ``layer_weights`` argument that rebuilds this encoder."""
+        if self.layer_weights is None:
+            return False
+        return "concat" if self.layer_concat else True
 
     # ------------------------------------------------ what subclasses give ---
     def backbone(self):
@@ -470,6 +493,13 @@ class SpeechEncoder(torch.nn.Module):
                     "embedding and every layer); an encoder whose layers "
                     "are skipped in training (LayerDrop) or that returns "
                     "only some hidden states cannot feed layer weights"
+                )
+            if self.layer_concat:
+                if self.output_norm:
+                    hidden = F.layer_norm(hidden, hidden.shape[-1:])
+                batch, layers, frames, feat = hidden.shape
+                return hidden.permute(0, 2, 1, 3).reshape(
+                    batch, frames, layers * feat
                 )
             w = torch.softmax(self.layer_weights, dim=0)
             hidden = torch.einsum("l,bltc->btc", w.to(hidden.dtype), hidden)

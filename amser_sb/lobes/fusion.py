@@ -77,6 +77,55 @@ def masked_mean(x, lengths=None):
     return total / n.to(x.dtype).unsqueeze(1)
 
 
+class Fusion(torch.nn.Module):
+    """The fusion contract: two feature streams to one utterance vector.
+
+    A fusion is one subclass of this class, named in the recipe's YAML
+    (``fusion: !new:...``); ``AMSER`` calls it, export carries and checks
+    it like any other module. A subclass sets ``out_dim`` (the size of the
+    vector, read by the classifier's declaration) and implements
+    :meth:`forward`.
+
+    Example
+    -------
+    >>> class MeanOfBoth(Fusion):
+    ...     def __init__(self, am_dim, ssl_dim):
+    ...         super().__init__()
+    ...         self.out_dim = am_dim + ssl_dim
+    ...     def forward(self, am_feats, am_lens, ssl_feats, ssl_lens):
+    ...         return torch.cat([masked_mean(am_feats, am_lens),
+    ...                           masked_mean(ssl_feats, ssl_lens)], dim=1)
+    >>> lens = torch.ones(2)
+    >>> MeanOfBoth(3, 5)(torch.ones(2, 4, 3), lens,
+    ...                  torch.ones(2, 6, 5), lens).shape
+    torch.Size([2, 8])
+    """
+
+    #: Size of the fused vector ``[batch, out_dim]``.
+    out_dim = None
+
+    def forward(self, am_feats, am_lens, ssl_feats, ssl_lens):
+        """Fuse the streams.
+
+        Arguments
+        ---------
+        am_feats : torch.Tensor
+            AM-ResNet features ``[batch, time_a, am_dim]``.
+        am_lens : torch.Tensor
+            Their relative lengths ``[batch]``.
+        ssl_feats : torch.Tensor
+            Encoder features ``[batch, time_w, ssl_dim]``.
+        ssl_lens : torch.Tensor
+            Their relative lengths ``[batch]``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, out_dim]``.
+        """
+        raise NotImplementedError
+
+
 def resample_to_length(x, src_lengths, dst_lengths, dst_time):
     """Average-pool each sequence from its own length to a target length.
 
@@ -120,7 +169,7 @@ def resample_to_length(x, src_lengths, dst_lengths, dst_time):
     return torch.bmm(weights, x)
 
 
-class CrossAttentionFusion(torch.nn.Module):
+class CrossAttentionFusion(Fusion):
     """Bidirectional cross-attention between AM-ResNet and wav2vec2 streams.
 
     Arguments
@@ -377,7 +426,7 @@ def attention(q, k, v, keep, dropout=0.0):
     return out.view(batch, heads, time, d_head)
 
 
-class ConcatFusion(torch.nn.Module):
+class ConcatFusion(Fusion):
     """Concatenation baseline: mean-pool each stream, concatenate.
 
     Arguments

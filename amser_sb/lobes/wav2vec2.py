@@ -464,7 +464,7 @@ class Wav2Vec2Encoder(SpeechEncoder):
         return {
             "config": hf_config_dict(self.lobe.model.config),
             "normalize": self.normalize,
-            "layer_weights": self.layer_weights is not None,
+            "layer_weights": self.layer_weights_option,
             "output_norm": self.output_norm,
             "freeze": True,
         }

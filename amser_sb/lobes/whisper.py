@@ -317,7 +317,7 @@ class WhisperEncoder(SpeechEncoder):
         """
         return {
             "config": hf_config_dict(self.lobe.model.config),
-            "layer_weights": self.layer_weights is not None,
+            "layer_weights": self.layer_weights_option,
             "window_seconds": self.window_seconds,
             "output_norm": self.output_norm,
             "freeze": True,

@@ -11,6 +11,7 @@ import speechbrain as sb
 
 from amser_sb.config.device_check import check_device
 from amser_sb.config.hparams_loading import load_hparams
+from amser_sb.core.checkpoints import selection_key
 from amser_sb.data.corpora.registry import get_corpus
 from amser_sb.training.brain import AMSERBrain
 from amser_sb.training.data_digest import check_fold_data
@@ -125,7 +126,7 @@ def train_fold(hparams, hparams_file, run_opts=None, overrides=None):
     )
     brain.evaluate(
         datasets["test"],
-        max_key="UA",
+        max_key=selection_key(hparams["model_selection"]),
         test_loader_kwargs=loader_options(hparams, datasets["test"], "test"),
     )
     return brain.test_summary

@@ -248,3 +248,23 @@ def test_manifest_with_the_old_session_column_is_read(tmp_path):
         values.get(c, "0.25") for c in columns) + "\n")
     (row,) = read_manifest(path, IEMOCAP_4)
     assert row["group"] == "Ses01" and "session" not in row
+
+
+def test_speaker_protocol_validates_on_held_out_speakers():
+    """Four or more speakers: valid holds whole speakers, none of them in
+    train or test (speaker-independent model selection); with three, a
+    share of the other speakers' rows as before."""
+    from amser_sb.data.protocols.registry import get_protocol
+
+    rows = [{"ID": f"{s}_{i}", "spk_id": s, "group": s, "emo": "ab"[i % 2],
+             "ambiguous": 0} for s in "pqrstu" for i in range(10)]
+    for fold in get_protocol("speaker").split(rows, valid_ratio=0.2):
+        spk = {split: {r["spk_id"] for r in rows_}
+               for split, rows_ in fold.splits().items()}
+        assert spk["valid"] and not spk["valid"] & spk["train"]
+        assert not spk["valid"] & spk["test"]
+        assert len(fold.train) + len(fold.valid) + len(fold.test) == 60
+    three = [r for r in rows if r["spk_id"] in "pqr"]
+    fold = get_protocol("speaker").split(three, valid_ratio=0.2)[0]
+    assert {r["spk_id"] for r in fold.valid} <= {r["spk_id"]
+                                                   for r in fold.train}

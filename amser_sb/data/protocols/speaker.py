@@ -3,10 +3,12 @@
 Each fold tests one speaker's clear rows. Validation: with ``block_key``
 (IEMOCAP: the session, two speakers a block) the other speakers of the test
 speaker's block validate and the other blocks train (the paper's 10
-folds); without it, a seeded class-stratified share of the other speakers'
-rows validates (whole recording groups where groups are finer than
-speakers, so that segments of one recording never straddle train and
-valid).
+folds). Without it, with four or more speakers, whole other speakers (a
+seeded ``valid_ratio`` share of the rows) validate, so that model selection
+is speaker-independent too (e.g. RAVDESS: 2 to 3 actors); with fewer, a
+seeded class-stratified share of the other speakers' rows validates (whole
+recording groups where groups are finer than speakers, so that segments
+of one recording never straddle train and valid).
 
 Authors
  * amser-sb contributors
@@ -60,10 +62,13 @@ class SpeakerProtocol(Protocol):
             return partner_valid_folds(rows, "spk_id", block_key,
                                        use_ambiguous=use_ambiguous)
         recordings = any(r["group"] != r["spk_id"] for r in rows)
+        if len({r["spk_id"] for r in rows}) >= 4:
+            valid_key = "spk_id"  # whole held-out speakers
+        else:
+            valid_key = "group" if recordings else None
         return leave_one_group_out(
             rows, "spk_id", valid_ratio=valid_ratio, seed=seed,
-            valid_group_key="group" if recordings else None,
-            use_ambiguous=use_ambiguous,
+            valid_group_key=valid_key, use_ambiguous=use_ambiguous,
         )
 
     def check(self, speakers, groups, speakers_known=True,

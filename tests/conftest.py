@@ -1,5 +1,8 @@
-"""Shared pytest fixtures: tiny local wav2vec2 folders (never the Hub)."""
+"""Shared pytest fixtures: tiny local wav2vec2 folders (never the Hub), one
+trained and exported tiny model, speech-like audio."""
 
+import contextlib
+import logging
 import os
 
 import pytest
@@ -35,6 +38,29 @@ def tiny_w2v2_layer(tmp_path_factory):
     return build_random_wav2vec2(folder, "tiny", feat_extract_norm="layer")
 
 
+@contextlib.contextmanager
+def _logging_handlers_kept():
+    """Remove the logging handlers a training run adds (SpeechBrain's
+    logger setup writes to the streams of the moment: in a session
+    fixture, the output capture of whichever test asked first, closed
+    for every later test)."""
+    loggers = [logging.getLogger()] + [
+        logger for logger in logging.root.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    before = {id(lg): list(lg.handlers) for lg in loggers}
+    try:
+        yield
+    finally:
+        for logger in [logging.getLogger()] + [
+            lg for lg in logging.root.manager.loggerDict.values()
+            if isinstance(lg, logging.Logger)
+        ]:
+            for handler in list(logger.handlers):
+                if handler not in before.get(id(logger), []):
+                    logger.removeHandler(handler)
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, tiny_w2v2_group):
     """One tiny fold of the recipe trained for one epoch, and its export.
@@ -61,8 +87,9 @@ def trained(tmp_path_factory, tiny_w2v2_group):
         feature_cache_dtype="float32",
     )
     overrides = "\n".join(f"{k}: {v}" for k, v in values.items())
-    run_fold(RECIPE_FULL, {"noprogressbar": True}, overrides)
-    export_model(str(root / "exp"), str(root / "model"))
+    with _logging_handlers_kept():
+        run_fold(RECIPE_FULL, {"noprogressbar": True}, overrides)
+        export_model(str(root / "exp"), str(root / "model"))
     return {
         "root": root, "fold": root / "exp" / "speaker" / "fold_1",
         "model": str(root / "model"), "corpus": str(corpus),

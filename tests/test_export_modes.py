@@ -25,15 +25,17 @@ HPARAMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
 
 #: (recipe file, overrides, class expected as the model's fusion)
 CONFIGS = {
-    "fusion-cross-attention": ("am_resnet_w2v2.yaml", {},
-                               "CrossAttentionFusion"),
+    "fusion-default": ("am_resnet_w2v2.yaml", {}, "GatedResidualFusion"),
     "concat": ("am_resnet_w2v2.yaml", {"mode": "concat", "fusion": "null"},
                "ConcatFusion"),
     # mode fusion with another fusion class, declared in the recipe's YAML
     # (the inference template once always built CrossAttentionFusion)
     "fusion-concat-class": ("concat_class.yaml", {}, "ConcatFusion"),
-    "fusion-ssl-skip": ("am_resnet_w2v2.yaml", {"fusion_ssl_skip": True},
-                        "CrossAttentionFusion"),
+    # the paper's cross-attention alone (with the encoder skip)
+    "fusion-paper-ssl-skip": ("am_resnet_w2v2.yaml",
+                              {"fusion": "!ref <cross_attention>",
+                               "fusion_ssl_skip": True},
+                              "CrossAttentionFusion"),
     "am_resnet": ("am_resnet.yaml", {}, None),
     "ssl": ("w2v2_baseline.yaml", {"freeze_ssl": True}, None),
 }
@@ -53,7 +55,7 @@ def _concat_class_recipe(path):
     """am_resnet_w2v2.yaml whose ``fusion`` is a ``ConcatFusion``."""
     with open(os.path.join(HPARAMS, "am_resnet_w2v2.yaml")) as handle:
         text = handle.read()
-    start = text.index("fusion: !new:amser_sb.lobes.CrossAttentionFusion")
+    start = text.index("fusion: !new:amser_sb.lobes.GatedResidualFusion")
     end = text.index("\n\n", start)
     path.write_text(
         text[:start]

@@ -21,8 +21,8 @@ def test_batch_size_abc_is_refused_before_preparation(tmp_path, monkeypatch):
     with pytest.raises(RecipeError) as info:
         load_hparams(FULL, f"data_folder: {tmp_path}\nbatch_size: abc")
     text = str(info.value)
-    assert text.startswith("--batch_size=abc: batch_size is an integer (64 in ")
-    assert "am_resnet_w2v2.yaml" in text and "e.g. --batch_size=64" in text
+    assert text.startswith("--batch_size=abc: batch_size is an integer (32 in ")
+    assert "am_resnet_w2v2.yaml" in text and "e.g. --batch_size=32" in text
 
 
 @pytest.mark.parametrize("key, value", [

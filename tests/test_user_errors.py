@@ -117,8 +117,9 @@ def test_our_bugs_keep_their_traceback(monkeypatch, tmp_path):
 
 def test_cv_yaml_syntax_error(trained, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(open(FULL).read().replace("batch_size: 64",
-                                             "batch_size: [64"))
+    text = open(FULL).read()
+    assert "\nbatch_size: 32\n" in text
+    bad.write_text(text.replace("\nbatch_size: 32\n", "\nbatch_size: [32\n"))
     line = _one_line_error(capsys, ["cv", str(bad), *trained["args"]],
                            "YAML")
     assert "bad.yaml" in line

@@ -40,7 +40,6 @@ FALLBACK_ENCODER = "whisper-base"
 DEMO_OVERRIDES = {
     "number_of_epochs": 12,
     "batch_size": 16,
-    "lr": 0.002,
     "num_workers": 0,
     "segment_seconds": 2.0,
     "am_resnet_channels": 16,
@@ -54,7 +53,6 @@ DEMO_OVERRIDES = {
 #: Extra overrides with a Whisper encoder (see the README's figures).
 WHISPER_OVERRIDES = {
     "ssl_window_seconds": 4.0,
-    "lr": 0.005,
 }
 
 

@@ -68,7 +68,8 @@ ROWS = {
     ),
     "fusion_paper": (
         "AM-ResNet + encoder, cross-attention (the paper's fusion)",
-        {"fusion": "!ref <cross_attention>", "ssl_layer_weights": True},
+        {"fusion_encoder_head": None, "fusion_gated": False,
+         "ssl_layer_weights": True},
     ),
     "default": (
         "AM-ResNet + encoder, gated residual cross-attention (default)",
@@ -78,8 +79,9 @@ ROWS = {
     # fold) loaded and frozen, fusion + classifier trained.
     "fusion_2stage": (
         "AM-ResNet (stage 1, frozen) + encoder, cross-attention",
-        {"fusion": "!ref <cross_attention>", "ssl_layer_weights": True,
-         "freeze_am_resnet": True, "stage1_folder": "{am_resnet}"},
+        {"fusion_encoder_head": None, "fusion_gated": False,
+         "ssl_layer_weights": True, "freeze_am_resnet": True,
+         "stage1_folder": "{am_resnet}"},
     ),
     "concat_2stage": (
         "AM-ResNet (stage 1, frozen) + encoder, concatenation",

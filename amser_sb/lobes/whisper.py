@@ -19,7 +19,7 @@ runs the encoder so that a clip's features never depend on its batch:
   positional embeddings are cut to the window, which saves up to 7.5x
   encoder compute on short segments but shows the encoder windows it never
   saw in training; measure before adopting (``benchmarks/
-  erl_ablation.py``).
+  ablation.py``).
 * **all hidden states** with ``layer_weights`` (the embedding plus every
   layer, the last one after the final layer norm, as Hugging Face returns
   them): emotion lies mostly in the middle layers.

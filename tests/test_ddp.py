@@ -199,9 +199,11 @@ def test_sharded_batches_too_few_items():
 
 
 def test_two_processes_equal_one_process(setup):
-    """Fine-tuned encoder alone (no BatchNorm): 2 x batch 4 == 1 x batch 8."""
+    """Fine-tuned encoder alone, mean-pooled (no BatchNorm, whose batch
+    statistics are per process): 2 x batch 4 == 1 x batch 8."""
     root = setup["root"]
-    extra = {"mode": "ssl", "freeze_ssl": False, "lr_ssl": 0.0005}
+    extra = {"mode": "ssl", "ssl_pooling": "null", "ssl_layer_weights": True,
+             "freeze_ssl": False, "lr_ssl": 0.0005}
     one, two = root / "one", root / "two"
     _launch(setup, one, "fold", _args(setup, one, 8, **extra), nproc=1)
     _launch(setup, two, "fold", _args(setup, two, 4, **extra), nproc=2)
@@ -263,8 +265,8 @@ def test_two_processes_fine_tune_with_layerdrop(setup, finetune_layers):
     run without LayerDrop ends (whole encoder: the 1-process run of the
     same data)."""
     root = setup["root"]
-    extra = {"mode": "ssl", "freeze_ssl": False, "lr_ssl": 0.0005,
-             "ssl_layer_weights": True,
+    extra = {"mode": "ssl", "ssl_pooling": "null", "ssl_layer_weights": True,
+             "freeze_ssl": False, "lr_ssl": 0.0005,
              "ssl_finetune_layers": finetune_layers,
              "feature_cache_dtype": "float32"}
     two = root / f"layerdrop_two_{finetune_layers}"

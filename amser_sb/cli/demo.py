@@ -41,7 +41,7 @@ DEMO_OVERRIDES = {
     "number_of_epochs": 12,
     "batch_size": 16,
     "num_workers": 0,
-    "segment_seconds": 2.0,
+    "segment_seconds": 4.0,
     "am_resnet_channels": 16,
     "fusion_dim": 64,
     "fusion_heads": 4,

@@ -193,6 +193,24 @@ def test_attention_weights():
     assert torch.all(ones == 1)
 
 
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_planar_attention_equals_its_convolution(kernel):
+    """Kernel 1 runs as a weighted channel sum: the convolution's values
+    and gradients within float rounding."""
+    torch.manual_seed(0)
+    att = VoicedAttention(64, kernel)
+    x = torch.randn(2, 64, 300, requires_grad=True)
+    out, w = att(x)
+    grads = torch.autograd.grad(out.square().sum(), [x, *att.parameters()])
+    planar, w_planar = att.forward_planar(x.unsqueeze(2))
+    planar_grads = torch.autograd.grad(planar.square().sum(),
+                                       [x, *att.parameters()])
+    assert (planar.squeeze(2) - out).abs().max() < 1e-6
+    assert (w_planar.squeeze(2) - w).abs().max() < 1e-6
+    for a, b in zip(planar_grads, grads):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("use_attention", [True, False])
 def test_gradients_reach_every_parameter(use_attention):
     model = small_resnet(use_attention=use_attention).train()

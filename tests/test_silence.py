@@ -10,6 +10,7 @@ from amser_sb.core.madd import (
     mask_to_intervals,
     parse_intervals,
     sliding_max,
+    sliding_max_doubling,
 )
 
 SR = 16000
@@ -60,6 +61,20 @@ def test_sliding_max_matches_unfold():
     for w in (1, 2, 7, 64, 257):
         expected = x.unfold(1, w, 1).amax(dim=2)
         assert torch.equal(sliding_max(x, w), expected)
+        assert torch.equal(sliding_max_doubling(x, w), expected)
+
+
+def test_compiled_madd_equals_eager():
+    """Compiled, ``sliding_max`` takes the doubling path: the same mask."""
+    wav = torch.stack([speechlike(seed=0), speechlike(seed=1)])
+    lens = torch.tensor([1.0, 0.7])
+    compiled = torch.compile(madd, backend="aot_eager", fullgraph=True,
+                             dynamic=False)
+    for keep in ("any_voiced", "all_voiced"):
+        _, eager_mask = madd(wav, lens, window=400, keep=keep)
+        _, mask = compiled(wav, lens, window=400, keep=keep)
+        assert torch.equal(mask, eager_mask)
+        assert 0 < int(mask.sum()) < int(eager_mask.numel())
 
 
 @pytest.mark.parametrize("keep", ["any_voiced", "all_voiced"])

@@ -105,6 +105,10 @@ def sliding_max(x, window, pad_value=float("-inf")):
         raise ValueError(f"window must be in [1, {time}], got {window}")
     if window == 1:
         return x.clone()
+    if torch.compiler.is_compiling():
+        # cummax has no compiled kernel (each pass is a fallback call);
+        # the doubling maxima compile into the surrounding kernels.
+        return sliding_max_doubling(x, window)
     n_blocks = -(-time // window)
     padded = F.pad(x, (0, n_blocks * window - time), value=pad_value)
     blocks = padded.view(batch, n_blocks, window)
@@ -114,6 +118,47 @@ def sliding_max(x, window, pad_value=float("-inf")):
     return torch.maximum(
         suffix[:, :n_win], prefix[:, window - 1 : window - 1 + n_win]
     )
+
+
+def sliding_max_doubling(x, window):
+    """``sliding_max`` by doubling spans, in O(T log(window)).
+
+    The maximum over ``2 ** k`` samples is the maximum of two overlapping
+    maxima over ``2 ** (k - 1)``; a window that is no power of two is
+    covered by two overlapping power-of-two spans. Only slices and
+    ``maximum``: ``torch.compile`` fuses them into its own kernels (where
+    ``sliding_max``'s ``cummax`` runs as separate calls). The values are
+    ``sliding_max``'s exactly (a maximum has no rounding).
+
+    Arguments
+    ---------
+    x : torch.Tensor
+        Signals, ``[batch, time]``.
+    window : int
+        Window length in samples (>= 1, <= time).
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, time - window + 1]``.
+
+    Example
+    -------
+    >>> x = torch.tensor([[1.0, 3.0, 2.0, 0.0, 5.0]])
+    >>> sliding_max_doubling(x, 3)
+    tensor([[3., 3., 5.]])
+    """
+    time = x.shape[1]
+    if not 1 <= window <= time:
+        raise ValueError(f"window must be in [1, {time}], got {window}")
+    n_win = time - window + 1
+    span = 1
+    while 2 * span <= window:
+        # x[:, i] becomes the maximum over samples i .. i + 2 * span - 1
+        x = torch.maximum(x[:, :-span], x[:, span:])
+        span *= 2
+    rest = window - span
+    return torch.maximum(x[:, :n_win], x[:, rest : rest + n_win])
 
 
 def madd(

@@ -151,7 +151,14 @@ class AMSER(torch.nn.Module):
         ---------
         **options
             ``torch.compile`` keyword arguments (default ``dynamic=False``:
-            training segments have one shape).
+            training segments have one shape). With the default backend
+            (inductor) and no ``mode``, inductor's
+            ``layout_optimization`` is off unless ``options`` say
+            otherwise: AM-ResNet's memory layout is its own
+            ``channels_last`` hparam, and inductor's conversion of the
+            convolutions to channels-last returns their weight gradients
+            in that layout, which autograd then copies once more per
+            weight (24 more operators per step on CPU).
 
         Example
         -------
@@ -162,6 +169,12 @@ class AMSER(torch.nn.Module):
         ['am_resnet']
         """
         options.setdefault("dynamic", False)
+        if options.get("backend", "inductor") == "inductor" and (
+            options.get("mode") is None
+        ):
+            inductor = dict(options.get("options") or {})
+            inductor.setdefault("layout_optimization", False)
+            options["options"] = inductor
         for name in ("am_resnet", "fusion"):
             module = getattr(self, name)
             if module is not None:

@@ -272,9 +272,9 @@ def madd(
         covered = torch.zeros_like(valid_samples)
 
     # Rows shorter than one window: one window spanning the utterance.
-    ext = torch.where(valid_samples.repeat(2, 1), both, float("-inf"))
-    ext = ext.amax(dim=1)
-    hi, lo = ext[:batch], -ext[batch:]
+    ext = torch.where(valid_samples, both.view(2, batch, time), float("-inf"))
+    ext = ext.amax(dim=2)
+    hi, lo = ext[0], -ext[1]
     keep_short = (hi - lo) > abs_floor
     if clip_level is not None:
         keep_short |= torch.maximum(hi, -lo) >= clip_level

@@ -158,7 +158,7 @@ def subsample_valid(valid, kernel_size, stride, padding):
         )
     if offset < 0:
         valid = F.pad(valid, (-offset, 0), value=1.0)
-    return valid[..., ::stride]
+    return valid if stride == 1 else valid[..., ::stride]
 
 
 def compute_dtype(x):

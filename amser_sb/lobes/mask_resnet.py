@@ -65,6 +65,7 @@ from amser_sb.lobes.masked_ops import (
     compute_dtype,
     conv_output_length,
     conv_planar,
+    pointwise_conv_planar,
     subsample_valid,
 )
 
@@ -342,7 +343,7 @@ class MaskResBlock(torch.nn.Module):
         if self.shortcut is None:
             shortcut = x
         else:
-            shortcut = conv_planar(
+            shortcut = pointwise_conv_planar(
                 self.shortcut, act[..., :: self.conv1.stride]
             )
         return (h + shortcut) * mask2

@@ -209,6 +209,11 @@ def test_planar_attention_equals_its_convolution(kernel):
     assert (w_planar.squeeze(2) - w).abs().max() < 1e-6
     for a, b in zip(planar_grads, grads):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x16 = F.conv1d(x.detach(), torch.eye(64).unsqueeze(-1))  # bf16
+        out16, w16 = att.forward_planar(x16.unsqueeze(2))
+        ref16 = att(x16)[0]
+    assert out16.dtype == w16.dtype == ref16.dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("use_attention", [True, False])

@@ -158,7 +158,7 @@ def pointwise_conv_planar(conv, x):
     weight = conv.weight.view(conv.out_channels, conv.in_channels)
     y = torch.matmul(weight, x.squeeze(2))
     if conv.bias is not None:
-        y = y + conv.bias.view(-1, 1)
+        y = y + conv.bias.to(y.dtype).view(-1, 1)
     return y.unsqueeze(2)
 
 

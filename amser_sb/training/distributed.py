@@ -26,6 +26,7 @@ Authors
  * amser-sb contributors 2026
 """
 
+import atexit
 import dataclasses
 import logging
 import os
@@ -181,12 +182,27 @@ def init_distributed(run_opts):
     if isinstance(run_opts, dict):
         run_opts.setdefault("distributed_backend", backend)
     sb.utils.distributed.ddp_init_group(run_opts)
+    # leave the group before the interpreter exits: a gloo group torn down
+    # in interpreter finalisation can abort the process ("terminate called
+    # without an active exception", SIGABRT) after a successful run
+    atexit.register(leave_process_group)
     logger.info(
         "distributed: rank %s of %d, device %s, backend %s",
         os.environ["RANK"], world_size(), run_opts.get("device") or device,
         run_opts["distributed_backend"],
     )
     return run_opts
+
+
+def leave_process_group():
+    """Destroys the process group this process joined (no-op without one).
+
+    Example
+    -------
+    >>> leave_process_group()  # no torchrun: nothing to do
+    """
+    if is_distributed():
+        torch.distributed.destroy_process_group()
 
 
 def share_weight(mass, device="cpu"):

@@ -22,7 +22,7 @@ demo: install
 	$(BIN)/amser-sb demo
 
 test: install-test
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=15 tests amser_sb --doctest-modules
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n auto --dist loadfile --durations=15 tests amser_sb --doctest-modules
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo_output

@@ -41,7 +41,8 @@ setup(
     extras_require={
         "onnx": ["onnx>=1.17", "onnxruntime>=1.20", "onnxscript>=0.3"],
         "test": [
-            "pytest>=7", "ctranslate2>=4.0", "onnx>=1.17",
+            "pytest>=7", "pytest-xdist>=3.5", "filelock>=3.12",
+            "ctranslate2>=4.0", "onnx>=1.17",
             "onnxruntime>=1.20", "onnxscript>=0.3",
         ],
     },

@@ -2,13 +2,48 @@
 trained and exported tiny model, speech-like audio."""
 
 import contextlib
+import json
 import logging
 import os
+import pathlib
+
+import filelock
 
 import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+#: The test files that take longest (seconds of one core: ``make test``
+#: prints the slowest tests). Under pytest-xdist (``-n auto --dist
+#: loadfile``: each file on one worker) they start first, so that no worker
+#: is left with a long file at the end while the others idle.
+SLOWEST_FILES = ("test_onnx.py", "test_ddp.py", "test_export.py",
+                 "test_user_errors.py", "test_recipe.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, start the slowest files first (stable order
+    otherwise)."""
+    if not config.pluginmanager.hasplugin("xdist") or not getattr(
+            config.option, "numprocesses", None):
+        return
+
+    def rank(item):
+        name = item.path.name
+        return SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(
+            SLOWEST_FILES)
+
+    items.sort(key=rank)
+
+
+@pytest.fixture(scope="session")
+def worker_id(request):
+    """pytest-xdist's worker name (``gw0``, ...), ``"master"`` without
+    xdist (xdist provides this fixture itself when it is loaded)."""
+    return getattr(request.config, "workerinput", {}).get("workerid",
+                                                        "master")
 
 # The tests run tiny models: one intra-op thread is as fast on an idle
 # machine and avoids OpenMP oversubscription (3x slower runs) on a busy
@@ -61,27 +96,18 @@ def _logging_handlers_kept():
                     logger.removeHandler(handler)
 
 
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory, tiny_w2v2_group):
-    """One tiny fold of the recipe trained for one epoch, and its export.
-
-    The one trained model of the export, classify and user-error tests
-    (tiny wav2vec2, 8-channel AM-ResNet, two sessions); tests must not
-    change its folders (copy them first). Keys: ``root``, ``fold`` (the
-    fold folder), ``model`` (the exported folder), ``corpus``, ``args``
-    (the run's ``--key=value`` overrides).
-    """
+def _train_and_export(root, encoder):
+    """Builds the ``trained`` fixture's folders under ``root``."""
     from amser_sb.data.synthetic import make_iemocap_corpus
     from amser_sb.inference.export import export_model
     from amser_sb.training.run import run_fold
     from tiny_run import RECIPE_FULL, tiny_run_values
 
-    root = tmp_path_factory.mktemp("trained")
     corpus = root / "IEMOCAP_full_release"
     make_iemocap_corpus(corpus, utts_per_speaker=6, sessions=(1, 2),
                         min_dur=1.0, max_dur=2.5)
     values = tiny_run_values(
-        corpus, tiny_w2v2_group, root / "exp", number_of_epochs=1,
+        corpus, encoder, root / "exp", number_of_epochs=1,
         batch_size=8,
         # float32 cache: tests compare posteriors to 1e-4
         feature_cache_dtype="float32",
@@ -91,10 +117,43 @@ def trained(tmp_path_factory, tiny_w2v2_group):
         run_fold(RECIPE_FULL, {"noprogressbar": True}, overrides)
         export_model(str(root / "exp"), str(root / "model"))
     return {
-        "root": root, "fold": root / "exp" / "speaker" / "fold_1",
+        "root": str(root), "fold": str(root / "exp" / "speaker" / "fold_1"),
         "model": str(root / "model"), "corpus": str(corpus),
         "args": [f"--{k}={v}" for k, v in values.items()],
     }
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, worker_id):
+    """One tiny fold of the recipe trained for one epoch, and its export.
+
+    The one trained model of the export, classify and user-error tests
+    (tiny wav2vec2, 8-channel AM-ResNet, two sessions); tests must not
+    change its folders (copy them first). Keys: ``root``, ``fold`` (the
+    fold folder), ``model`` (the exported folder), ``corpus``, ``args``
+    (the run's ``--key=value`` overrides). Under pytest-xdist the first
+    worker that asks trains it, under a file lock in the run's shared
+    temporary folder, and the others read its description.
+    """
+    from amser_sb.lobes.wav2vec2 import build_random_wav2vec2
+
+    if worker_id == "master":
+        shared = tmp_path_factory.mktemp("trained_shared")
+    else:
+        shared = tmp_path_factory.getbasetemp().parent
+    described = shared / "trained.json"
+    with filelock.FileLock(str(shared / "trained.lock")):
+        if not described.exists():
+            root = shared / "trained"
+            root.mkdir()
+            encoder = build_random_wav2vec2(root / "encoder", "tiny",
+                                            feat_extract_norm="group")
+            info = _train_and_export(root, encoder)
+            described.write_text(json.dumps(info))
+        info = json.loads(described.read_text())
+    for key in ("root", "fold"):
+        info[key] = pathlib.Path(info[key])
+    return info
 
 
 @pytest.fixture(scope="session")

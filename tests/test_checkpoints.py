@@ -133,3 +133,19 @@ def test_checkpoint_without_rng_state_still_loads(tmp_path):
     saved = ckpter.save_checkpoint(meta={"epoch": 3})
     state = torch.load(saved.paramfiles["rng_state"], weights_only=True)
     assert set(state) == {"python", "numpy", "torch", "cuda"}
+
+
+def test_unused_folders_removed_alone_kept_under_torchrun(tmp_path,
+                                                          monkeypatch):
+    """Loading alone leaves no empty checkpoint folders; under torchrun
+    (WORLD_SIZE > 1) the folders stay: another process may be inside its
+    own os.makedirs of the same path at that moment."""
+    model = torch.nn.Linear(2, 2)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    SafeCheckpointer(tmp_path / "alone" / "fold_1" / "save",
+                     recoverables={"model": model})
+    assert not (tmp_path / "alone").exists()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    SafeCheckpointer(tmp_path / "ddp" / "fold_1" / "save",
+                     recoverables={"model": model})
+    assert (tmp_path / "ddp" / "fold_1" / "save").is_dir()

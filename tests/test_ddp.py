@@ -124,6 +124,15 @@ def _args(setup, out, batch_size, **extra):
     return [f"--{key}={value}" for key, value in values.items()]
 
 
+def _failure(proc):
+    """The failed run's output: rank 0's error lines first (torchrun
+    interleaves the ranks), then the tail."""
+    text = proc.stdout + proc.stderr
+    first = [line for line in text.splitlines()
+             if "[rank0]" in line or line.startswith(("Error", "Traceback"))]
+    return "\n".join(first[-40:]) + "\n--- tail ---\n" + text[-3000:]
+
+
 def _launch(setup, out, mode, args, nproc, env_extra=None, check=True):
     """Runs the worker on ``nproc`` processes (torchrun) or one (python)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -138,7 +147,7 @@ def _launch(setup, out, mode, args, nproc, env_extra=None, check=True):
     proc = subprocess.run(cmd, cwd=RECIPE, env=env, capture_output=True,
                           text=True, timeout=int(os.environ.get("DDP_TEST_TIMEOUT", 300)))
     if check:
-        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+        assert proc.returncode == 0, _failure(proc)
     return proc
 
 

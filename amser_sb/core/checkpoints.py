@@ -138,6 +138,11 @@ class SafeCheckpointer(Checkpointer):
         super().__init__(*args, **kwargs)
         # Created when the first checkpoint is saved: merely loading the
         # hparams (e.g. of a run refused for a bad --fold) leaves nothing.
+        # Not under torchrun: the other processes create the same folders
+        # at the same moment, and removing one under a process still in
+        # its os.makedirs fails that process (FileNotFoundError).
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+            missing = []
         for created in missing:
             with contextlib.suppress(OSError):
                 created.rmdir()

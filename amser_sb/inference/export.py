@@ -45,6 +45,7 @@ import tempfile
 
 import torch
 
+from amser_sb.inference.model_card import results_table, write_model_card
 from amser_sb.inference.run_folder import (
     RunFolderError,
     find_best_fold,
@@ -64,14 +65,6 @@ PLACEHOLDER_TAG = "!PLACEHOLDER"
 #: How exported hparams rebuild the encoder branch offline: from its
 #: ``export_options()`` (instead of the run's download from ``ssl_hub``).
 ENCODER_BUILDER_TAG = "!apply:amser_sb.lobes.encoder_from_options"
-
-#: Training hparams described in the model card.
-CARD_KEYS = (
-    "experiment_name", "dataset", "protocol", "fold", "seed",
-    "ssl_hub", "freeze_ssl", "number_of_epochs", "batch_size",
-    "lr", "use_ambiguous", "target_type", "segment_seconds",
-)
-
 
 class ExportError(RunFolderError):
     """The experiment folder cannot be exported."""
@@ -349,131 +342,6 @@ def check_export(model_dir, checkpoint):
         )
 
 
-def _results_table(fold_folder):
-    """Markdown results of the run (CV table if present, else the fold)."""
-    cv_results = os.path.join(os.path.dirname(fold_folder), "results.md")
-    if os.path.isfile(cv_results):
-        with open(cv_results, encoding="utf-8") as handle:
-            return handle.read().strip()
-    metrics = os.path.join(fold_folder, "test_metrics.json")
-    if not os.path.isfile(metrics):
-        return None
-    with open(metrics, encoding="utf-8") as handle:
-        m = json.load(handle)
-    recall = m.get("recall") or {}
-    cells = [_cell(m.get(key)) for key in ("WA", "UA", "macro_F1")]
-    cells += [_cell(value) for value in recall.values()]
-    absent = [label for label, value in recall.items() if value is None]
-    note = (f"; — : no {', '.join(absent)} utterance in this fold's test "
-            "set" if absent else "")
-    return (
-        f"| WA | UA | macro-F1 | {' | '.join(recall)} |\n"
-        f"|---|---|---|{'---|' * len(recall)}\n"
-        f"| {' | '.join(cells)} |"
-        f"\n\nTest set of this fold ({m.get('n_utterances', '?')} "
-        f"utterances; recall per class in the last columns{note})."
-    )
-
-
-def _cell(value):
-    """A score for a Markdown table: ``—`` when there is none (a class
-    absent from the test set has no recall).
-
-    Example
-    -------
-    >>> _cell(61.234), _cell(None), _cell(float("nan"))
-    ('61.23', '—', '—')
-    """
-    if value is None or value != value:
-        return "—"
-    return f"{float(value):.2f}"
-
-
-def write_model_card(model_dir, run, labels, provenance, results):
-    """Write ``README.md``: what it is, classes, training, results, use.
-
-    Arguments
-    ---------
-    model_dir : str
-        Model folder.
-    run : dict
-        Plain training hparams.
-    labels : list of str
-        Class names in output order.
-    provenance : dict
-        ``training.json`` content.
-    results : str or None
-        Markdown results table.
-    """
-    rows = "\n".join(
-        f"| `{key}` | `{run[key]}` |" for key in CARD_KEYS if key in run
-    )
-    hub = str(run.get("ssl_hub", ""))
-    pretrained = not os.path.isdir(hub)
-    backbone_note = (
-        f"Pretrained encoder: `{hub}`."
-        if pretrained
-        else (
-            "Pretrained encoder: a local folder "
-            f"(`{os.path.basename(hub.rstrip('/'))}`); see training.json. "
-            "**If it was randomly initialised (the offline demo), this "
-            "model's numbers are not those of a pretrained encoder.**"
-        )
-    )
-    text = f"""---
-library_name: speechbrain
-tags:
-- speech-emotion-recognition
-- audio-classification
-- speechbrain
-- wav2vec2
-pipeline_tag: audio-classification
----
-
-# amser-sb: AM-ResNet + wav2vec2 cross-feature fusion emotion recognition
-
-Speech emotion recognition with the cross-feature fusion model of
-X. Li and Z. Zhang, "Cross-feature fusion speech emotion recognition based on
-attention mask residual network and Wav2vec 2.0", *Digital Communications
-and Networks* 11(5):1567-1577, 2025, trained with
-amser-sb (model mode `{run.get('mode')}`).
-
-Classes (output order): {', '.join(f'`{lab}`' for lab in labels)}.
-{backbone_note}
-
-## Use
-
-```python
-from speechbrain.inference.classifiers import EncoderClassifier
-
-clf = EncoderClassifier.from_hparams(source="<this folder or hub id>",
-                                     savedir="pretrained_models/amser")
-out_prob, score, index, label = clf.classify_file("speech.wav")
-```
-
-`out_prob` holds class probabilities. Any sample rate and channel count is
-accepted (resampled to 16 kHz, channels averaged). Long recordings:
-`amser-sb classify --model <folder> --window 4 --hop 2 long.wav` prints
-per-window emotions with timestamps.
-
-## Training
-
-| hparam | value |
-|---|---|
-{rows}
-
-Checkpoint: epoch {provenance.get('epoch')}, selected by validation UA
-({provenance.get('valid_UA')}); the test data never chose it.
-
-## Results
-
-{results or 'No test results were found next to the checkpoint.'}
-"""
-    with open(os.path.join(model_dir, "README.md"), "w",
-              encoding="utf-8") as handle:
-        handle.write(text)
-
-
 def _label_encoder(run, fold):
     """The run's label encoder, loaded (SpeechBrain's format)."""
     from speechbrain.dataio.encoder import CategoricalEncoder
@@ -648,7 +516,7 @@ def export_model(experiment, model_dir, allow_any_yaml=False):
         with open(os.path.join(staging, "training.json"), "w") as handle:
             json.dump(provenance, handle, indent=2)
         write_model_card(staging, run, labels, provenance,
-                         _results_table(fold))
+                         results_table(fold))
         check_export(staging, ckpt)
         check_target_folder(model_dir)  # nothing new appeared meanwhile
         os.makedirs(model_dir, exist_ok=True)

@@ -120,6 +120,7 @@ def check_parity(clf, path, sample_rate, segment, int8_path=None):
     seconds = [0.35, 0.8 * short, short + 0.3, 2.6 * short]
     clips = check_clips(seconds, sample_rate, seed=1)
     options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only
     session = onnxruntime.InferenceSession(
         path, options, providers=["CPUExecutionProvider"]
     )

@@ -79,6 +79,9 @@ class OnnxClassifier:
                 "'amser-sb[onnx]' (or pip install onnxruntime)"
             ) from err
         options = onnxruntime.SessionOptions()
+        # errors only: the optimiser's "cannot constant fold CastLike"
+        # notes on quantised graphs are not the user's concern
+        options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = int(threads)
         self.session = onnxruntime.InferenceSession(

@@ -48,9 +48,11 @@ from amser_sb.training.distributed import (
     share_weight,
     unwrap,
     world_size,
+    wrap_trainable_modules,
 )
 from amser_sb.training.class_weights import class_weights
-from amser_sb.training.feature_cache import FeatureCache
+from amser_sb.training.cache_choice import am_resnet_cache, encoder_cache
+from amser_sb.training.schedulers import anneal_epoch
 from amser_sb.training.stage_one import load_stage_one
 from amser_sb.core.losses import soft_target_cross_entropy
 from amser_sb.core.metrics import ClassificationStats
@@ -88,8 +90,16 @@ class AMSERBrain(sb.Brain):
             )
         self.labels = [encoder.ind2lab[i] for i in range(len(encoder))]
         self.class_weights = None
-        self.feature_cache = self._make_feature_cache()
-        self.am_cache = self._make_am_cache()
+        self.feature_cache = encoder_cache(
+            self._hparam("use_feature_cache"), self.ssl_backbone,
+            self._hparam("feature_cache_folder")
+            or os.path.join(self.hparams.output_folder, "feature_cache"),
+            self._hparam("feature_cache_dtype"),
+        )
+        self.am_cache = am_resnet_cache(
+            self.feature_cache, self.embedding_model,
+            self._hparam("freeze_am_resnet"),
+        )
         self.test_summary = None
         self._stage_start = None
 
@@ -120,61 +130,6 @@ class AMSERBrain(sb.Brain):
     def am_resnet(self):
         """The AM-ResNet branch of the embedding model, or None."""
         return getattr(self.embedding_model, "am_resnet", None)
-
-    def _make_feature_cache(self):
-        """A feature cache when asked for and the backbone is frozen (or
-        partly fine-tuned: the cache then holds the states below the
-        fine-tuned top layers, see ``SpeechEncoder.extract_frozen``).
-
-        Returns
-        -------
-        FeatureCache or None
-        """
-        if not self._hparam("use_feature_cache"):
-            return None
-        backbone = self.ssl_backbone
-        if backbone is None:
-            logger.info("feature cache: no encoder branch in use; disabled")
-            return None
-        if not getattr(backbone, "cacheable", False):
-            logger.warning(
-                "use_feature_cache is True but the encoder is fine-tuned "
-                "(freeze_ssl: False%s): its outputs change every step, "
-                "so the cache is disabled.",
-                "" if not getattr(backbone, "partial", False) else
-                f", {type(backbone).__name__} runs its frozen lower layers "
-                "live",
-            )
-            return None
-        folder = self._hparam("feature_cache_folder")
-        if folder is None:
-            folder = os.path.join(self.hparams.output_folder, "feature_cache")
-        return FeatureCache(
-            folder,
-            backbone,
-            dtype=self.hparams.feature_cache_dtype,
-        )
-
-    def _make_am_cache(self):
-        """A cache of AM-ResNet outputs when AM-ResNet is frozen and fused.
-
-        Returns
-        -------
-        FeatureCache or None
-        """
-        model = self.embedding_model
-        if (
-            self.feature_cache is None
-            or not self._hparam("freeze_am_resnet")
-            or self.am_resnet is None
-            or getattr(model, "fusion", None) is None
-        ):
-            return None
-        return FeatureCache(
-            self.feature_cache.root,
-            self.am_resnet,
-            dtype=self.hparams.feature_cache_dtype,
-        )
 
     def load_stage1(self):
         """Loads AM-ResNet's weights from the stage-1 run (two-stage mode).
@@ -334,9 +289,7 @@ class AMSERBrain(sb.Brain):
         """Wraps the trainable modules in DDP (``torchrun`` runs).
 
         As ``sb.Brain._wrap_distributed``, except: BatchNorm becomes
-        ``SyncBatchNorm`` on CUDA only (on CPU, ``gloo``, it cannot run,
-        so each process normalises with its own batch statistics, and
-        DDP keeps the running statistics of process 0); and
+        ``SyncBatchNorm`` on CUDA only (``wrap_trainable_modules``); and
         ``find_unused_parameters`` is switched on where the configuration
         needs it (see ``_unused_parameters_expected``) unless given.
         """
@@ -349,25 +302,8 @@ class AMSERBrain(sb.Brain):
                     "distributed: find_unused_parameters on (a fine-tuned "
                     "encoder has parameters without gradients)"
                 )
-        on_cuda = str(self.device).startswith("cuda")
-        if not on_cuda:
-            logger.info(
-                "distributed: device %s, BatchNorm statistics per process "
-                "(SyncBatchNorm needs CUDA)", self.device,
-            )
-        DDP = torch.nn.parallel.DistributedDataParallel
-        for name, module in self.modules.items():
-            if not any(p.requires_grad for p in module.parameters()):
-                continue
-            if isinstance(module, DDP):
-                continue
-            if on_cuda:
-                module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
-            self.modules[name] = DDP(
-                module,
-                device_ids=[self.device] if on_cuda else None,
-                find_unused_parameters=self.find_unused_parameters,
-            )
+        wrap_trainable_modules(self.modules, self.device,
+                               self.find_unused_parameters)
 
     def _train_loader_specifics(self, dataset, loader_kwargs):
         """Training batches; under DDP, shares of the one-process batches.
@@ -546,39 +482,6 @@ class AMSERBrain(sb.Brain):
             stats["am_cache_misses"] = self.am_cache.misses
         return stats
 
-    def _anneal_lr(self, epoch, valid_ua):
-        """Steps ``lr_annealing`` and scales every parameter group by the
-        same factor (so ``lr_ssl`` follows the main schedule).
-
-        Epoch-driven schedulers (``MilestoneScheduler``, ``StepScheduler``,
-        ...) get the epoch; ``NewBobScheduler`` gets the validation error
-        ``100 - UA``.
-
-        Arguments
-        ---------
-        epoch : int
-            The epoch that just ended.
-        valid_ua : float
-            Its validation UA (percent).
-
-        Returns
-        -------
-        float
-            The learning rate of the ``model`` group during that epoch.
-        """
-        current = self.optimizer.param_groups[0]["lr"]
-        annealing = self._hparam("lr_annealing")
-        if annealing is None:
-            return current
-        if isinstance(annealing, sb.nnet.schedulers.NewBobScheduler):
-            old_lr, new_lr = annealing(100.0 - valid_ua)
-        else:
-            old_lr, new_lr = annealing(epoch)
-        if old_lr > 0 and new_lr != old_lr:
-            for group in self.optimizer.param_groups:
-                group["lr"] = group["lr"] * new_lr / old_lr
-        return old_lr
-
     def _save_and_keep_best(self, meta):
         """``save_and_keep_only(max_keys=["UA"])``: keeps the best valid UA
         and the latest checkpoint.
@@ -642,7 +545,8 @@ class AMSERBrain(sb.Brain):
         os.makedirs(metrics_folder, exist_ok=True)
 
         if stage == sb.Stage.VALID:
-            lr = self._anneal_lr(epoch, stats["UA"])
+            lr = anneal_epoch(self._hparam("lr_annealing"), self.optimizer,
+                              epoch, stats["UA"])
             self.hparams.train_logger.log_stats(
                 {"epoch": epoch, "lr": lr},
                 train_stats=getattr(self, "train_stats", None),

@@ -26,6 +26,7 @@ Authors
  * amser-sb contributors 2026
 """
 
+import atexit
 import dataclasses
 import logging
 import os
@@ -181,12 +182,65 @@ def init_distributed(run_opts):
     if isinstance(run_opts, dict):
         run_opts.setdefault("distributed_backend", backend)
     sb.utils.distributed.ddp_init_group(run_opts)
+    # leave the group before the interpreter exits: a gloo group torn down
+    # in interpreter finalisation can abort the process ("terminate called
+    # without an active exception", SIGABRT) after a successful run
+    atexit.register(leave_process_group)
     logger.info(
         "distributed: rank %s of %d, device %s, backend %s",
         os.environ["RANK"], world_size(), run_opts.get("device") or device,
         run_opts["distributed_backend"],
     )
     return run_opts
+
+
+def wrap_trainable_modules(modules, device, find_unused_parameters):
+    """Wraps each module that has trainable parameters in DDP, in place.
+
+    BatchNorm becomes ``SyncBatchNorm`` on CUDA only: on CPU (``gloo``) it
+    cannot run, so each process normalises with its own batch statistics
+    and DDP keeps the running statistics of process 0. Modules without a
+    trainable parameter, or already wrapped, are left as they are.
+
+    Arguments
+    ---------
+    modules : torch.nn.ModuleDict
+        The Brain's modules (changed in place).
+    device : str or torch.device
+        The process's device.
+    find_unused_parameters : bool
+        DDP's option of that name.
+    """
+    on_cuda = str(device).startswith("cuda")
+    if not on_cuda:
+        logger.info(
+            "distributed: device %s, BatchNorm statistics per process "
+            "(SyncBatchNorm needs CUDA)", device,
+        )
+    DDP = torch.nn.parallel.DistributedDataParallel
+    for name, module in modules.items():
+        if not any(p.requires_grad for p in module.parameters()):
+            continue
+        if isinstance(module, DDP):
+            continue
+        if on_cuda:
+            module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        modules[name] = DDP(
+            module,
+            device_ids=[device] if on_cuda else None,
+            find_unused_parameters=find_unused_parameters,
+        )
+
+
+def leave_process_group():
+    """Destroys the process group this process joined (no-op without one).
+
+    Example
+    -------
+    >>> leave_process_group()  # no torchrun: nothing to do
+    """
+    if is_distributed():
+        torch.distributed.destroy_process_group()
 
 
 def share_weight(mass, device="cpu"):

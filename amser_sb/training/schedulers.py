@@ -1,10 +1,13 @@
-"""Epoch-wise learning-rate schedules missing from SpeechBrain.
+"""Epoch-wise learning-rate schedules missing from SpeechBrain, and the
+one step of any epoch-wise schedule at the end of an epoch.
 
 Authors
  * amser-sb contributors 2026
 """
 
-__all__ = ["MilestoneScheduler"]
+import speechbrain as sb
+
+__all__ = ["MilestoneScheduler", "anneal_epoch"]
 
 
 class MilestoneScheduler:
@@ -67,3 +70,52 @@ class MilestoneScheduler:
             ``(old_value, new_value)``.
         """
         return self.value(current_epoch), self.value(current_epoch + 1)
+
+
+def anneal_epoch(annealing, optimizer, epoch, valid_ua):
+    """Steps an epoch-wise scheduler and scales every parameter group of
+    ``optimizer`` by the same factor (so ``lr_ssl`` follows the main
+    schedule).
+
+    Epoch-driven schedulers (``MilestoneScheduler``, ``StepScheduler``,
+    ``LinearScheduler``, ...) get the epoch; ``NewBobScheduler`` gets the
+    validation error ``100 - UA``.
+
+    Arguments
+    ---------
+    annealing : callable or None
+        SpeechBrain-style ``scheduler(x) -> (old_value, new_value)``; None
+        keeps the learning rates.
+    optimizer : torch.optim.Optimizer
+        Its first group is the ``model`` group.
+    epoch : int
+        The epoch that just ended.
+    valid_ua : float
+        Its validation UA (percent).
+
+    Returns
+    -------
+    float
+        The learning rate of the first group during that epoch.
+
+    Example
+    -------
+    >>> import torch
+    >>> opt = torch.optim.SGD([{"params": [torch.zeros(1)], "lr": 0.01},
+    ...                        {"params": [torch.zeros(1)], "lr": 0.001}])
+    >>> anneal_epoch(MilestoneScheduler(0.01, [1]), opt, 1, 50.0)
+    0.01
+    >>> [round(g["lr"], 6) for g in opt.param_groups]
+    [0.001, 0.0001]
+    """
+    current = optimizer.param_groups[0]["lr"]
+    if annealing is None:
+        return current
+    if isinstance(annealing, sb.nnet.schedulers.NewBobScheduler):
+        old_lr, new_lr = annealing(100.0 - valid_ua)
+    else:
+        old_lr, new_lr = annealing(epoch)
+    if old_lr > 0 and new_lr != old_lr:
+        for group in optimizer.param_groups:
+            group["lr"] = group["lr"] * new_lr / old_lr
+    return old_lr

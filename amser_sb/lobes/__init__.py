@@ -21,8 +21,8 @@ from amser_sb.lobes.mask_resnet import (
     AMResNet,
     MaskedConv1d,
     MaskResBlock,
-    VoicedAttention,
 )
+from amser_sb.lobes.voiced_attention import VoicedAttention
 from amser_sb.lobes.encoder import SpeechEncoder
 from amser_sb.lobes.encoder_registry import (
     ENCODERS,

@@ -1,8 +1,10 @@
 """Building the ONNX file: export, the ``If`` on length, int8.
 
-:func:`build_onnx` exports :class:`~amser_sb.inference.onnx_graph.PosteriorGraph`
-(twice for a model with a segment grid, joined by an ONNX ``If`` on the
-input's length, :func:`compose_by_length`, weights stored once);
+:func:`build_onnx` exports :class:`~amser_sb.inference.onnx_graph.PosteriorGraph`:
+in one piece for a model without a segment grid; with a grid, its body
+(the model on every segment, the mean embedding, the classifier) once and
+its two fronts (MADD and the grid; MADD and each clip whole), joined by an
+ONNX ``If`` on the input's length (:func:`compose_by_length`).
 :func:`quantize_int8` writes the int8 file (weight transposes folded first,
 so that onnxruntime's dynamic quantisation finds the MatMul weights).
 
@@ -30,21 +32,38 @@ logger = logging.getLogger(__name__)
 
 
 # -------------------------------------------------------------- export ---
-def export_graph(graph, wavs, wav_lens):
-    """``torch.export`` + ONNX translation of ``graph`` on an example batch.
+#: What a front hands the body (``GraphFront``'s outputs, ``GraphBody``'s
+#: inputs): segments, their relative lengths and voiced masks, and the
+#: weights that average each utterance's segments.
+FRONT_NAMES = ("segments", "segment_lens", "segment_mask", "weights")
+
+
+def export_graph(graph, inputs, input_names, output_names):
+    """``torch.export`` + ONNX translation of ``graph`` on example inputs,
+    every axis of every input dynamic.
+
+    Arguments
+    ---------
+    graph : torch.nn.Module
+        Called with the positional ``inputs``.
+    inputs : tuple of torch.Tensor
+        Example inputs (no axis of size 1, no two unrelated axes equal).
+    input_names, output_names : sequence of str
+        Names of the graph's inputs and outputs.
 
     Returns
     -------
     onnx.ModelProto
     """
     dims = torch.export.Dim.AUTO
-    shapes = {"wavs": {0: dims, 1: dims}, "wav_lens": {0: dims}}
+    shapes = tuple({axis: dims for axis in range(x.dim())} for x in inputs)
     with traceable(graph), torch.no_grad():
         program = torch.export.export(
-            graph, (wavs, wav_lens), dynamic_shapes=shapes, strict=False
+            graph, tuple(inputs), dynamic_shapes=shapes, strict=False
         )
+    user_inputs = set(program.graph_signature.user_inputs)
     for node in program.graph.nodes:
-        if node.op == "placeholder" and node.name in INPUT_NAMES:
+        if node.op == "placeholder" and node.name in user_inputs:
             fixed = [d for d in node.meta["val"].shape if isinstance(d, int)]
             if fixed:
                 raise OnnxExportError(
@@ -53,7 +72,7 @@ def export_graph(graph, wavs, wav_lens):
                 )
     onnx_program = torch.onnx.export(
         program, dynamo=True, opset_version=OPSET, optimize=False,
-        input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
+        input_names=list(input_names), output_names=list(output_names),
         verbose=False,
     )
     model = onnx_program.model_proto
@@ -173,18 +192,22 @@ def as_branch(model, prefix, initializers, functions):
     return graph
 
 
-def compose_by_length(whole, segmented, segment):
-    """One model: the segmented graph for inputs longer than a segment.
+def compose_by_length(whole, segmented, body, segment):
+    """One model: a front chosen by the input's length, then the body.
 
     ``torch.export`` cannot keep one time axis dynamic across "shorter
     than a segment" (the clip is its own segment, of any length) and
-    "longer" (fixed-length segments), so each is exported on its own and
-    joined here by an ONNX ``If`` on the input's length.
+    "longer" (fixed-length segments), so each front is exported on its own
+    and an ONNX ``If`` on the input's length picks one; the body, which
+    holds every weight of the model, is exported once and reads the
+    ``If``'s outputs (``FRONT_NAMES``).
 
     Arguments
     ---------
     whole, segmented : onnx.ModelProto
-        Graphs for inputs of at most / more than ``segment`` samples.
+        Fronts for inputs of at most / more than ``segment`` samples.
+    body : onnx.ModelProto
+        Segments to posteriors.
     segment : int
         Segment length in samples.
 
@@ -199,10 +222,11 @@ def compose_by_length(whole, segmented, segment):
     for copy, value in zip(inputs, whole.graph.input):
         copy.CopyFrom(value)
     output = onnx.ValueInfoProto()
-    output.CopyFrom(whole.graph.output[0])
+    output.CopyFrom(body.graph.output[0])
     initializers, functions = {}, {}
     else_branch = as_branch(whole, "whole/", initializers, functions)
     then_branch = as_branch(segmented, "segmented/", initializers, functions)
+    body_graph = as_branch(body, "body/", initializers, functions)
     nodes = [
         helper.make_node("Shape", ["wavs"], ["time"], start=1, end=2),
         helper.make_node(
@@ -212,16 +236,24 @@ def compose_by_length(whole, segmented, segment):
         ),
         helper.make_node("Greater", ["time", "segment"], ["segmented"]),
         helper.make_node(
-            "If", ["segmented"], [output.name],
+            "If", ["segmented"], list(FRONT_NAMES),
             then_branch=then_branch, else_branch=else_branch,
         ),
+        *body_graph.node,
+        helper.make_node("Identity", [body_graph.output[0].name],
+                         [output.name]),
     ]
     graph = helper.make_graph(
         nodes, "amser_sb_posteriors", inputs, [output],
         initializer=list(initializers.values()),
+        value_info=list(body_graph.value_info),
     )
+    opsets = {}
+    for part in (whole, segmented, body):
+        for opset in part.opset_import:
+            opsets.setdefault(opset.domain, opset)
     model = helper.make_model(
-        graph, opset_imports=list(whole.opset_import),
+        graph, opset_imports=list(opsets.values()),
         functions=list(functions.values()),
     )
     model.ir_version = whole.ir_version
@@ -249,19 +281,23 @@ def build_onnx(clf, sample_rate):
     clips = check_clips(
         [0.6 * short / sample_rate, 0.45 * short / sample_rate], sample_rate
     )
-    wavs, lens = pad_batch(clips)
-    whole_graph = PosteriorGraph(clf.mods.embedding_model, clf.mods.classifier)
-    whole_graph.segment = None
-    whole = export_graph(whole_graph.eval(), wavs, lens)
+    short_wavs, short_lens = pad_batch(clips)
     if segment is None:
-        return whole
+        return export_graph(graph, (short_wavs, short_lens), INPUT_NAMES,
+                            [OUTPUT_NAME])
     clips = check_clips(
         [2.3 * segment / sample_rate, 1.6 * segment / sample_rate],
         sample_rate,
     )
     wavs, lens = pad_batch(clips)
-    segmented = export_graph(graph, wavs, lens)
-    return compose_by_length(whole, segmented, segment)
+    whole = export_graph(graph.whole_front().eval(), (short_wavs, short_lens),
+                         INPUT_NAMES, FRONT_NAMES)
+    segmented = export_graph(graph.front, (wavs, lens), INPUT_NAMES,
+                             FRONT_NAMES)
+    with torch.no_grad():
+        example = graph.front(wavs, lens)
+    body = export_graph(graph.body, example, FRONT_NAMES, [OUTPUT_NAME])
+    return compose_by_length(whole, segmented, body, segment)
 
 
 def quantize_int8(src, dst):

@@ -341,8 +341,121 @@ def traceable(model):
             del conv.pool_mask
 
 
+class GraphFront(torch.nn.Module):
+    """Waveforms to the segments the model runs on (graph form).
+
+    MADD's voiced mask of each whole utterance, then either the segment
+    grid of ``UtteranceEncoder`` (``segment`` set: :func:`cut_segments`)
+    or each utterance as its own segment (``segment`` None). The weights
+    average each utterance's segment embeddings.
+
+    Arguments
+    ---------
+    segment, hop : int or None
+        Segment length and hop in samples (None: no grid).
+    use_voiced_mask : bool
+        MADD mask (False: every valid sample counts).
+    madd_window : int
+        MADD window in samples.
+    madd_factor : float
+        MADD threshold factor.
+
+    Example
+    -------
+    >>> front = GraphFront(4000, 4000, True, 400, 3.0)
+    >>> seg, lens, mask, weights = front(0.1 * torch.randn(2, 9000),
+    ...                                  torch.tensor([1.0, 0.5]))
+    >>> seg.shape, lens.shape, mask.shape, weights.shape
+    (torch.Size([6, 4000]), torch.Size([6]), torch.Size([6, 4000]), \
+torch.Size([2, 6]))
+    """
+
+    def __init__(self, segment, hop, use_voiced_mask, madd_window,
+                 madd_factor):
+        super().__init__()
+        self.segment = segment
+        self.hop = hop or segment
+        self.use_voiced_mask = use_voiced_mask
+        self.madd_window = int(madd_window)
+        self.madd_factor = float(madd_factor)
+
+    def forward(self, wavs, wav_lens):
+        """Segments ``[segments, time']``, their relative lengths
+        ``[segments]`` and voiced masks ``[segments, time']``, and the
+        averaging weights ``[batch, segments]`` of waveforms ``[batch,
+        time]`` with relative lengths ``wav_lens`` ``[batch]``."""
+        batch, time = wavs.shape
+        n = lengths_to_samples(wav_lens, time).clamp(min=1)
+        samples = torch.arange(time, device=wavs.device) < n.unsqueeze(1)
+        wavs = wavs * samples.to(wavs.dtype)
+        if self.use_voiced_mask:
+            mask = graph_madd(wavs, n, self.madd_window, self.madd_factor)
+        else:
+            mask = samples.to(wavs.dtype)
+        if self.segment is not None:
+            seg, seg_mask, seg_lens, weights = cut_segments(
+                wavs, mask, n, self.segment, self.hop
+            )
+            return seg, seg_lens, seg_mask, weights
+        rows = torch.arange(batch, device=wavs.device)
+        weights = (rows.unsqueeze(1) == rows).to(wavs.dtype)
+        return wavs, n.to(wavs.dtype) / time, mask, weights
+
+
+class GraphBody(torch.nn.Module):
+    """Segments to class posteriors (graph form).
+
+    The model on every segment (AMSER: AM-ResNet, encoder, fusion), the
+    weighted mean of each utterance's segment embeddings and the
+    classifier, normalised to posteriors. Its inputs are
+    :class:`GraphFront`'s outputs.
+
+    Arguments
+    ---------
+    segment_model : amser_sb.lobes.AMSER
+        The model of one segment.
+    classifier : torch.nn.Module
+        The folder's classifier (probabilities or log-probabilities).
+    log_probs : bool
+        The classifier outputs log-probabilities.
+
+    Example
+    -------
+    >>> from amser_sb.lobes import AMResNet, AMSER, EmotionClassifier
+    >>> body = GraphBody(AMSER(am_resnet=AMResNet(channels=8),
+    ...                        mode="am_resnet"),
+    ...                  EmotionClassifier(8, 3, "prob"), False).eval()
+    >>> seg = 0.1 * torch.randn(3, 16000)
+    >>> weights = torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    >>> post = body(seg, torch.ones(3), torch.ones(3, 16000), weights)
+    >>> post.shape
+    torch.Size([2, 3])
+    """
+
+    def __init__(self, segment_model, classifier, log_probs):
+        super().__init__()
+        self.segment_model = segment_model
+        self.classifier = classifier
+        self.log_probs = log_probs
+
+    def forward(self, segments, segment_lens, segment_mask, weights):
+        """Posteriors ``[batch, classes]``."""
+        emb = self.segment_model(
+            segments, segment_lens, mask=segment_mask
+        ).squeeze(1)
+        emb = weights @ emb
+        out = self.classifier(emb.unsqueeze(1)).reshape(weights.shape[0], -1)
+        if self.log_probs:
+            out = out.exp()
+        return out / out.sum(dim=1, keepdim=True)
+
+
 class PosteriorGraph(torch.nn.Module):
-    """What ``EncoderClassifier.classify_batch`` computes, in graph form.
+    """What ``EncoderClassifier.classify_batch`` computes, in graph form:
+    :class:`GraphFront` then :class:`GraphBody`.
+
+    The ONNX export traces the two parts on their own (the body once,
+    whichever front feeds it: see ``onnx_compose.build_onnx``).
 
     Arguments
     ---------
@@ -370,44 +483,36 @@ class PosteriorGraph(torch.nn.Module):
 
         model = utterance_model.encoder
         ssl = graph_encoder(model.ssl) if model.ssl is not None else None
-        self.segment_model = AMSER(
-            ssl=ssl, am_resnet=model.am_resnet, fusion=model.fusion,
-            mode=model.mode,
-        )
-        self.classifier = classifier
-        self.segment = utterance_model.segment
-        self.hop = utterance_model.hop or utterance_model.segment
-        self.use_voiced_mask = utterance_model.use_voiced_mask
-        self.madd_window = int(utterance_model.madd_window)
-        self.madd_factor = float(utterance_model.madd_factor)
-        self.log_probs = getattr(classifier, "output", "prob") == "log_prob"
-        if getattr(classifier, "output", "prob") == "logits":
+        output = getattr(classifier, "output", "prob")
+        if output == "logits":
             raise OnnxExportError(
                 "the classifier outputs logits; export folders whose "
                 "classifier outputs probabilities (amser-sb export does)"
             )
+        self.front = GraphFront(
+            utterance_model.segment, utterance_model.hop,
+            utterance_model.use_voiced_mask, utterance_model.madd_window,
+            utterance_model.madd_factor,
+        )
+        self.body = GraphBody(
+            AMSER(ssl=ssl, am_resnet=model.am_resnet, fusion=model.fusion,
+                  mode=model.mode),
+            classifier, output == "log_prob",
+        )
+
+    @property
+    def segment(self):
+        """Segment length in samples (None: each utterance whole)."""
+        return self.front.segment
+
+    def whole_front(self):
+        """A :class:`GraphFront` that keeps each utterance whole (the
+        model's path for clips of at most one segment)."""
+        front = self.front
+        return GraphFront(None, None, front.use_voiced_mask,
+                          front.madd_window, front.madd_factor)
 
     def forward(self, wavs, wav_lens):
         """Posteriors ``[batch, classes]`` of waveforms ``[batch, time]``
         with relative lengths ``wav_lens`` ``[batch]``."""
-        batch, time = wavs.shape
-        n = lengths_to_samples(wav_lens, time).clamp(min=1)
-        samples = torch.arange(time, device=wavs.device) < n.unsqueeze(1)
-        wavs = wavs * samples.to(wavs.dtype)
-        if self.use_voiced_mask:
-            mask = graph_madd(wavs, n, self.madd_window, self.madd_factor)
-        else:
-            mask = samples.to(wavs.dtype)
-        if self.segment is None:
-            lens = n.to(wavs.dtype) / time
-            emb = self.segment_model(wavs, lens, mask=mask).squeeze(1)
-        else:
-            seg, seg_mask, seg_lens, weights = cut_segments(
-                wavs, mask, n, self.segment, self.hop
-            )
-            emb = self.segment_model(seg, seg_lens, mask=seg_mask).squeeze(1)
-            emb = weights @ emb
-        out = self.classifier(emb.unsqueeze(1)).reshape(batch, -1)
-        if self.log_probs:
-            out = out.exp()
-        return out / out.sum(dim=1, keepdim=True)
+        return self.body(*self.front(wavs, wav_lens))

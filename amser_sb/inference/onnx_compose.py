@@ -12,6 +12,7 @@ Authors
  * amser-sb contributors
 """
 
+import contextlib
 import logging
 
 import numpy as np
@@ -32,6 +33,17 @@ logger = logging.getLogger(__name__)
 
 
 # -------------------------------------------------------------- export ---
+@contextlib.contextmanager
+def quiet_logger(logger):
+    """Only errors from ``logger`` while the block runs."""
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 #: What a front hands the body (``GraphFront``'s outputs, ``GraphBody``'s
 #: inputs): segments, their relative lengths and voiced masks, and the
 #: weights that average each utterance's segments.
@@ -70,11 +82,13 @@ def export_graph(graph, inputs, input_names, output_names):
                     f"the exported graph fixed an axis of {node.name} to "
                     f"{fixed} (a traced Python int): report it as a bug"
                 )
-    onnx_program = torch.onnx.export(
-        program, dynamo=True, opset_version=OPSET, optimize=False,
-        input_names=list(input_names), output_names=list(output_names),
-        verbose=False,
-    )
+    # onnx_ir's passes log each clean-up at INFO
+    with quiet_logger(logging.getLogger("onnx_ir")):
+        onnx_program = torch.onnx.export(
+            program, dynamo=True, opset_version=OPSET, optimize=False,
+            input_names=list(input_names), output_names=list(output_names),
+            verbose=False,
+        )
     model = onnx_program.model_proto
     fold_weight_transposes(model)
     return model
@@ -316,7 +330,12 @@ def quantize_int8(src, dst):
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(
-        src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-        per_channel=True, extra_options={"EnableSubgraph": True},
-    )
+    # the quantiser reports each tensor it skips (and advises a
+    # pre-processing that the folded transposes stand for) on the root
+    # logger: dozens of lines that are not the user's concern
+    with quiet_logger(logging.getLogger()):
+        quantize_dynamic(
+            src, dst, weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul"], per_channel=True,
+            extra_options={"EnableSubgraph": True},
+        )

@@ -215,6 +215,24 @@ def test_export_checks_itself_and_documents_it(fusion_model):
     assert [str(d) for d in session.get_inputs()[0].shape] != ["1", "1"]
 
 
+def test_the_model_body_is_in_the_graph_once(fusion_model):
+    """The ``If`` on length picks a front (MADD, segment grid); every
+    convolution and weight product of the model lies after it, once."""
+    import onnx
+
+    model_dir, _ = fusion_model
+    model = onnx.load(os.path.join(model_dir, "model.onnx"))
+    nodes = model.graph.node
+    [choice] = [node for node in nodes if node.op_type == "If"]
+    for attr in choice.attribute:
+        ops = {node.op_type for node in attr.g.node}
+        assert not ops & {"Conv", "MatMul", "Gemm"}, (attr.name, ops)
+    assert {"Conv", "MatMul"} <= {node.op_type for node in nodes}
+    weights = [init for init in model.graph.initializer
+               if len(init.dims) == 2]
+    assert len({init.name for init in weights}) == len(weights)
+
+
 def _torch_posteriors(clf, clips):
     out = []
     for clip in clips:

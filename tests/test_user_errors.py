@@ -29,11 +29,11 @@ def _one_line_error(capsys, argv, *needles):
     return line
 
 
-def test_classify_a_directory(trained, tmp_path, capsys):
+def test_classify_a_directory(trained, tmp_path, capsys, caplog):
     with contextlib.suppress(SystemExit):  # any status (a per-file error)
         main(["classify", str(tmp_path), "--model", trained["model"],
               "--savedir", str(tmp_path / "sd")])
-    err = capsys.readouterr().err
+    err = caplog.text + capsys.readouterr().err  # a process's stderr
     assert "is a directory, not an audio file" in err
     assert "Traceback" not in err
 

@@ -207,15 +207,28 @@ def test_sharded_batches_too_few_items():
         list(ShardedBatchSampler(range(3), 1, 0, 2))
 
 
-def test_two_processes_equal_one_process(setup):
+#: The fine-tuned encoder alone, mean-pooled (no BatchNorm, whose batch
+#: statistics are per process), its layers weighed.
+SSL_ALONE = {"mode": "ssl", "ssl_pooling": "null", "ssl_layer_weights": True,
+             "freeze_ssl": False, "lr_ssl": 0.0005}
+
+
+@pytest.fixture(scope="module")
+def one_process(setup):
+    """The reference of the two-process runs: ``SSL_ALONE`` on one process
+    with batch 8, no LayerDrop (the whole encoder fine-tuned: no feature
+    cache, so ``feature_cache_dtype`` does not matter); its output
+    folder."""
+    one = setup["root"] / "one"
+    _launch(setup, one, "fold", _args(setup, one, 8, **SSL_ALONE), nproc=1)
+    return one
+
+
+def test_two_processes_equal_one_process(setup, one_process):
     """Fine-tuned encoder alone, mean-pooled (no BatchNorm, whose batch
     statistics are per process): 2 x batch 4 == 1 x batch 8."""
-    root = setup["root"]
-    extra = {"mode": "ssl", "ssl_pooling": "null", "ssl_layer_weights": True,
-             "freeze_ssl": False, "lr_ssl": 0.0005}
-    one, two = root / "one", root / "two"
-    _launch(setup, one, "fold", _args(setup, one, 8, **extra), nproc=1)
-    _launch(setup, two, "fold", _args(setup, two, 4, **extra), nproc=2)
+    one, two = one_process, setup["root"] / "two"
+    _launch(setup, two, "fold", _args(setup, two, 4, **SSL_ALONE), nproc=2)
 
     # the same parameters after two epochs (4 + 4 steps)
     fold = ("speaker", "fold_1")
@@ -266,19 +279,17 @@ def test_two_processes_equal_one_process(setup):
 
 
 @pytest.mark.parametrize("finetune_layers", ["all", 1])
-def test_two_processes_fine_tune_with_layerdrop(setup, finetune_layers):
+def test_two_processes_fine_tune_with_layerdrop(setup, finetune_layers,
+                                                request):
     """LayerDrop 0.5 in the encoder's configuration, layer weights,
     fine-tuned (whole, or its top layer from cached lower states) under
     torchrun: every step has all hidden states (no layer is skipped when
     layer weights combine them), so the run completes and ends where a
     run without LayerDrop ends (whole encoder: the 1-process run of the
     same data)."""
-    root = setup["root"]
-    extra = {"mode": "ssl", "ssl_pooling": "null", "ssl_layer_weights": True,
-             "freeze_ssl": False, "lr_ssl": 0.0005,
-             "ssl_finetune_layers": finetune_layers,
-             "feature_cache_dtype": "float32"}
-    two = root / f"layerdrop_two_{finetune_layers}"
+    extra = dict(SSL_ALONE, ssl_finetune_layers=finetune_layers,
+                 feature_cache_dtype="float32")
+    two = setup["root"] / f"layerdrop_two_{finetune_layers}"
     args = _args(setup, two, 4, **extra)
     args = [a.replace(setup["w2v"], setup["w2v_layerdrop"]) for a in args]
     _launch(setup, two, "fold", args, nproc=2)
@@ -294,8 +305,7 @@ def test_two_processes_fine_tune_with_layerdrop(setup, finetune_layers):
         assert "cache_hits" in log
         return
     # the same run without LayerDrop, one process with batch 8
-    one = root / f"layerdrop_one_{finetune_layers}"
-    _launch(setup, one, "fold", _args(setup, one, 8, **extra), nproc=1)
+    one = request.getfixturevalue("one_process")
     ref = _last_checkpoint(one.joinpath(*fold))
     for module in ref:
         for key, value in ref[module].items():

@@ -7,19 +7,12 @@ copies, grouped folds), one epoch of the fused model, test metrics, export.
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import soundfile as sf
 
 from amser_sb.inference.export import export_model
 
-RECIPE = os.path.abspath(os.path.join(
-    os.path.dirname(__file__), "..", "recipes", "IEMOCAP",
-    "emotion_recognition",
-))
 CODES = {"gio": 330.0, "rab": 440.0, "ans": 550.0, "dis": 660.0,
          "tri": 220.0}
 
@@ -40,7 +33,7 @@ def _erl_folder(root, clips_per_code=6, rate=44100):
     return folder
 
 
-def test_train_py_with_dataset_preset(tmp_path, tiny_w2v2_group):
+def test_train_py_with_dataset_preset(tmp_path, tiny_w2v2_group, train_py):
     data = _erl_folder(tmp_path)
     out = tmp_path / "exp"
     args = {
@@ -62,13 +55,10 @@ def test_train_py_with_dataset_preset(tmp_path, tiny_w2v2_group):
         "fusion_ffn_dim": 32,
         "ckpt_interval_minutes": 0,
     }
-    proc = subprocess.run(
-        [sys.executable, "train.py", "hparams/am_resnet_w2v2.yaml",
-         "--noprogressbar", *[f"--{k}={v}" for k, v in args.items()]],
-        cwd=RECIPE, env=dict(os.environ, HF_HUB_OFFLINE="1"),
-        capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    status, output = train_py(
+        "hparams/am_resnet_w2v2.yaml", "--noprogressbar",
+        *[f"--{k}={v}" for k, v in args.items()])
+    assert status == 0, output[-3000:]
     fold = out / "grouped" / "fold_1"
     metrics = json.loads((fold / "test_metrics.json").read_text())
     assert set(metrics["recall"]) == {"hap", "sad", "ang", "fea", "dis"}
@@ -79,18 +69,15 @@ def test_train_py_with_dataset_preset(tmp_path, tiny_w2v2_group):
     assert labels == ["hap", "sad", "ang", "fea", "dis"]
 
 
-def test_unknown_dataset_is_a_clear_error(tmp_path, tiny_w2v2_group):
-    proc = subprocess.run(
-        [sys.executable, "train.py", "hparams/am_resnet_w2v2.yaml",
-         "--dataset=voxceleb", f"--data_folder={tmp_path}",
-         f"--ssl_hub={tiny_w2v2_group}",
-         f"--output_root={tmp_path / 'exp'}",
-         f"--pretrained_folder={tmp_path / 'pre'}"],
-        cwd=RECIPE, env=dict(os.environ, HF_HUB_OFFLINE="1"),
-        capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode != 0
-    assert "unknown dataset 'voxceleb'" in proc.stderr
+def test_unknown_dataset_is_a_clear_error(tmp_path, tiny_w2v2_group,
+                                          train_py):
+    status, output = train_py(
+        "hparams/am_resnet_w2v2.yaml", "--dataset=voxceleb",
+        f"--data_folder={tmp_path}", f"--ssl_hub={tiny_w2v2_group}",
+        f"--output_root={tmp_path / 'exp'}",
+        f"--pretrained_folder={tmp_path / 'pre'}")
+    assert status != 0
+    assert "unknown dataset 'voxceleb'" in output
 
 
 def test_unknown_class_of_a_preset_is_a_user_error(tmp_path):

@@ -7,11 +7,14 @@ varies (epochs, batch size, segment choice, ...).
 
 import os
 
-#: The recipe's full model (AM-ResNet + encoder, cross-attention).
-RECIPE_FULL = os.path.join(
+#: The recipe's folder (``train.py``, ``hparams/``).
+RECIPE_DIR = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "recipes", "IEMOCAP",
-    "emotion_recognition", "hparams", "am_resnet_w2v2.yaml",
+    "emotion_recognition",
 )
+
+#: The recipe's full model (AM-ResNet + encoder, cross-attention).
+RECIPE_FULL = os.path.join(RECIPE_DIR, "hparams", "am_resnet_w2v2.yaml")
 
 
 def tiny_run_values(corpus, ssl_hub, out, **extra):

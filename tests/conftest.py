@@ -23,7 +23,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 #: loadfile``: each file on one worker) they start first, so that no worker
 #: is left with a long file at the end while the others idle.
 SLOWEST_FILES = ("test_onnx.py", "test_ddp.py", "test_export.py",
-                 "test_user_errors.py", "test_recipe.py")
+                 "test_inference_speed.py", "test_recipe.py",
+                 "test_encoders.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -32,8 +32,9 @@ FULL = os.path.join(RECIPE, "hparams", "am_resnet_w2v2.yaml")
 # Runs one fold (or cv) with run_fold / run_cv; records the ids of every
 # training batch per rank, and can crash in an epoch (a "kill").
 WORKER = textwrap.dedent('''
-    import json, os, sys
+    import json, os, sys, traceback
     import speechbrain as sb
+    from amser_sb.training.distributed import exit_process
     from amser_sb.training import cv, run
     from amser_sb.training.brain import AMSERBrain
 
@@ -65,6 +66,7 @@ WORKER = textwrap.dedent('''
                        "find_unused": bool(self.find_unused_parameters)}, f)
 
     AMSERBrain.init_optimizers = recording_init
+    status = 0
     try:
         if mode == "fold":
             overrides = "\\n".join(
@@ -74,9 +76,18 @@ WORKER = textwrap.dedent('''
         else:
             cv.run_cv([hparams_file, "--device=cpu", "--noprogressbar",
                        *args])
+    except SystemExit as exc:
+        status = exc.code
+        raise
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+        raise
     finally:
         with open(os.path.join(out, f"seen_rank{rank}.json"), "w") as f:
             json.dump(seen, f)
+        # as train.py and amser-sb cv end under torchrun
+        exit_process(status)
 ''')
 
 

@@ -12,6 +12,9 @@ What this module adds to SpeechBrain 1.1.2's support:
   so a CPU run (``--device=cpu``, or no GPU) uses ``gloo``; each process
   gets its own GPU (``cuda:<LOCAL_RANK>``) even when ``--device=cuda:0``
   was given to all of them.
+- :func:`exit_process`: the end of a torchrun process (group left, logs
+  flushed, ``os._exit``), so that gloo's teardown in the interpreter's
+  finalisation cannot abort a finished run.
 - :func:`unwrap`: the model inside a ``DistributedDataParallel`` (or
   ``DataParallel``) wrapper, to reach its branches.
 - :class:`ShardedBatchSampler`: every process gets its share of the *same*
@@ -30,6 +33,7 @@ import atexit
 import dataclasses
 import logging
 import os
+import sys
 
 import speechbrain as sb
 import torch
@@ -38,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ShardedBatchSampler",
+    "exit_process",
     "init_distributed",
     "is_distributed",
     "share_weight",
@@ -230,6 +235,51 @@ def wrap_trainable_modules(modules, device, find_unused_parameters):
             device_ids=[device] if on_cuda else None,
             find_unused_parameters=find_unused_parameters,
         )
+
+
+def exit_process(status=0):
+    """End a ``torchrun`` process now, with exit status ``status``
+    (``sys.exit``'s argument: None, an int or a message); without a
+    process group it returns and the caller exits as usual.
+
+    A gloo group whose last reference goes in the interpreter's
+    finalisation (the DDP wrappers of a Brain hold it, and
+    ``destroy_process_group`` drops only the library's own references)
+    can abort the process at exit ("terminate called without an active
+    exception", SIGABRT), at random, after a successful run, and torchrun
+    then reports the run as failed. So the process leaves the group,
+    flushes its logs and output and ends with ``os._exit``, skipping that
+    finalisation. After a success the processes first wait for each other,
+    so that none closes its connections while another still uses them.
+
+    Arguments
+    ---------
+    status : None, int or str
+        As for ``sys.exit``: None is 0; a message is printed to stderr and
+        gives status 1.
+
+    Example
+    -------
+    >>> exit_process(0)  # no torchrun: returns
+    """
+    if not is_distributed():
+        return
+    if status is None:
+        code = 0
+    elif isinstance(status, int):
+        code = status
+    else:
+        print(status, file=sys.stderr)
+        code = 1
+    try:
+        if code == 0:
+            torch.distributed.barrier()
+        leave_process_group()
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def leave_process_group():

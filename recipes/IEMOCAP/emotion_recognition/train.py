@@ -30,7 +30,7 @@ import sys
 import speechbrain as sb
 
 from amser_sb.training.run import train_fold
-from amser_sb.training.distributed import init_distributed
+from amser_sb.training.distributed import exit_process, init_distributed
 from amser_sb.config.hparams_loading import load_hparams
 from amser_sb.config.user_errors import debug_requested, user_error_message
 
@@ -61,4 +61,8 @@ if __name__ == "__main__":
         if message is None or debug_requested():
             raise
         print(message, file=sys.stderr)
+        exit_process(2)  # under torchrun: ends here (see exit_process)
         sys.exit(2)
+    # under torchrun: leave the process group and end here, before the
+    # interpreter's teardown (see exit_process); otherwise nothing
+    exit_process(0)

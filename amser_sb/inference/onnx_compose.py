@@ -14,6 +14,7 @@ Authors
 
 import contextlib
 import logging
+import warnings
 
 import numpy as np
 import torch
@@ -82,8 +83,15 @@ def export_graph(graph, inputs, input_names, output_names):
                     f"the exported graph fixed an axis of {node.name} to "
                     f"{fixed} (a traced Python int): report it as a bug"
                 )
-    # onnx_ir's passes log each clean-up at INFO
-    with quiet_logger(logging.getLogger("onnx_ir")):
+    # onnx_ir's passes log each clean-up at INFO, the exporter's registry
+    # each torchvision operator it skips, and torch's pytree warns of its
+    # own deprecations: none of it is the user's concern
+    registry = "torch.onnx._internal.exporter._registration"
+    with quiet_logger(logging.getLogger("onnx_ir")), \
+            quiet_logger(logging.getLogger(registry)), \
+            warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*LeafSpec",
+                                category=FutureWarning)
         onnx_program = torch.onnx.export(
             program, dynamo=True, opset_version=OPSET, optimize=False,
             input_names=list(input_names), output_names=list(output_names),

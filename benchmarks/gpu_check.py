@@ -56,6 +56,7 @@ WORKER = textwrap.dedent('''
     import torch
     from amser_sb.training import run
     from amser_sb.training.brain import AMSERBrain
+    from amser_sb.training.distributed import exit_process
 
     out, hparams_file, warmup, precision, *args = sys.argv[1:]
     warmup = int(warmup)
@@ -85,6 +86,7 @@ WORKER = textwrap.dedent('''
             "steps": len(timed),
             "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30,
         }, f)
+    exit_process(0)  # as train.py ends under torchrun
 ''')
 
 

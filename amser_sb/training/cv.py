@@ -32,7 +32,7 @@ import sys
 
 import speechbrain as sb
 
-from amser_sb.training.distributed import init_distributed
+from amser_sb.training.distributed import exit_process, init_distributed
 from amser_sb.core.errors import USER_ERROR_STATUS, AmserUserError
 from amser_sb.config.hparams_loading import RecipeError, load_hparams
 from amser_sb.training.results import fold_test_groups, write_results
@@ -245,7 +245,14 @@ def main(argv=None):
     int
         0 on success (bad input exits with a message instead).
     """
-    run_cv(sys.argv[1:] if argv is None else argv)
+    try:
+        run_cv(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exc:
+        exit_process(exc.code)  # under torchrun: ends here
+        raise
+    # under torchrun: leave the group and end before the interpreter's
+    # teardown (see exit_process); otherwise nothing
+    exit_process(0)
     return 0
 
 

@@ -22,9 +22,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 #: prints the slowest tests). Under pytest-xdist (``-n auto --dist
 #: loadfile``: each file on one worker) they start first, so that no worker
 #: is left with a long file at the end while the others idle.
-SLOWEST_FILES = ("test_onnx.py", "test_ddp.py", "test_export.py",
-                 "test_inference_speed.py", "test_recipe.py",
-                 "test_encoders.py")
+SLOWEST_FILES = ("test_ddp.py", "test_onnx.py", "test_onnx_families.py",
+                 "test_export.py", "test_inference_speed.py",
+                 "test_recipe.py", "test_encoders.py")
 
 
 def pytest_collection_modifyitems(config, items):

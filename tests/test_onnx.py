@@ -3,7 +3,8 @@
 Each model folder is the recipe's model with tiny random weights, saved as
 a training checkpoint and exported (no training), then exported to ONNX:
 every encoder family (wav2vec2 group norm and layer norm, Whisper with its
-30 s window) and every mode (fusion, concat, am_resnet, ssl). Exports are
+30 s window) and every mode (fusion, concat, am_resnet, ssl: the other
+families and modes in ``test_onnx_families.py``). Exports are
 slow (tens of seconds each, mostly torch.export), so each folder is built
 once per module and the checks share it.
 """
@@ -45,65 +46,13 @@ from amser_sb.inference.onnx_runtime import (  # noqa: E402
 )
 from amser_sb.core.madd import madd  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-HPARAMS = os.path.join(ROOT, "recipes", "IEMOCAP", "emotion_recognition",
-                       "hparams")
-LABELS = ("neu", "hap", "sad", "ang")
-
-
-def build_model_folder(root, recipe, overrides):
-    """A fake trained fold of ``recipe`` (random weights), exported."""
-    from hyperpyyaml import load_hyperpyyaml, resolve_references
-    from speechbrain.dataio.encoder import CategoricalEncoder
-    from speechbrain.utils.checkpoints import Checkpointer
-
-    from amser_sb.inference.export import export_model
-
-    fold = os.path.join(root, "exp", "speaker", "fold_1")
-    os.makedirs(fold, exist_ok=True)
-    overrides = dict(
-        overrides,
-        data_folder=os.path.join(root, "no_data"),
-        output_root=os.path.join(root, "exp"),
-    )
-    path = os.path.join(HPARAMS, recipe)
-    torch.manual_seed(0)
-    with open(path, encoding="utf-8") as handle:
-        hparams = load_hyperpyyaml(handle, overrides)
-    with open(path, encoding="utf-8") as handle:
-        saved = resolve_references(
-            handle, dict(overrides, manifest_folder=fold)
-        ).getvalue()
-    with open(os.path.join(fold, "hyperparams.yaml"), "w") as handle:
-        handle.write(saved)
-    encoder = CategoricalEncoder()
-    encoder.update_from_iterable(LABELS)
-    encoder.save(os.path.join(fold, "label_encoder.txt"))
-    # non-trivial BatchNorm statistics, as a trained model has
-    for module in hparams["embedding_model"].modules():
-        if isinstance(module, torch.nn.BatchNorm1d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 2.0)
-    Checkpointer(
-        os.path.join(fold, "save"),
-        recoverables={
-            "embedding_model": hparams["embedding_model"],
-            "classifier": hparams["classifier"],
-        },
-    ).save_checkpoint(meta={"UA": 50.0, "WA": 50.0, "epoch": 1})
-    model_dir = os.path.join(root, "model")
-    export_model(os.path.join(root, "exp"), model_dir)
-    return model_dir
-
-
-def _fusion_overrides(ssl_hub, root, **extra):
-    return dict(
-        ssl_hub=ssl_hub, am_resnet_channels=8, fusion_dim=16,
-        fusion_heads=2, fusion_ffn_dim=32,
-        pretrained_folder=os.path.join(root, "pretrained"),
-        feature_cache_folder=os.path.join(root, "cache"), **extra,
-    )
+from onnx_models import (  # noqa: E402
+    LABELS,
+    ROOT,
+    build_model_folder,
+    fusion_overrides,
+    torch_posteriors,
+)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +62,7 @@ def fusion_model(tmp_path_factory, tiny_w2v2_group):
     root = str(tmp_path_factory.mktemp("onnx_fusion"))
     model_dir = build_model_folder(
         root, "am_resnet_w2v2.yaml",
-        _fusion_overrides(tiny_w2v2_group, root, segment_seconds=1.0),
+        fusion_overrides(tiny_w2v2_group, root, segment_seconds=1.0),
     )
     report = export_onnx(model_dir, int8=True)
     return model_dir, report
@@ -233,15 +182,6 @@ def test_the_model_body_is_in_the_graph_once(fusion_model):
     assert len({init.name for init in weights}) == len(weights)
 
 
-def _torch_posteriors(clf, clips):
-    out = []
-    for clip in clips:
-        post = clf.classify_batch(torch.from_numpy(clip)[None])[0]
-        post = post.reshape(1, -1)
-        out.append((post / post.sum()).detach().numpy())
-    return np.concatenate(out)
-
-
 def test_onnx_matches_pytorch_alone_and_batched(fusion_model, tmp_path):
     """Lengths the export check did not use, single clips and one padded
     batch of 5 (each branch of the graph: all clips shorter than a segment
@@ -250,7 +190,7 @@ def test_onnx_matches_pytorch_alone_and_batched(fusion_model, tmp_path):
     clf = load_classifier(model_dir, savedir=str(tmp_path / "sd"))
     onnx_clf = load_onnx_classifier(model_dir)
     clips = check_clips([0.05, 0.61, 1.0, 1.7, 3.33], 16000, seed=7)
-    ref = _torch_posteriors(clf, clips)
+    ref = torch_posteriors(clf, clips)
     alone = np.concatenate([onnx_clf.posteriors(c[None]) for c in clips])
     assert np.abs(alone - ref).max() <= 1e-4
     wavs, lens = pad_batch(clips)
@@ -364,43 +304,3 @@ def test_readme_example_runs_without_torch(fusion_model, audio, tmp_path):
     onnx_clf = load_onnx_classifier(model_dir)
     expected = classify_file(onnx_clf, audio[1]).label
     assert out.stdout.split()[0] == expected
-
-
-# ------------------------------------------- every family and mode ---
-CONFIGS = {
-    "concat-w2v2-layer-norm": ("am_resnet_w2v2.yaml", "layer",
-                               {"mode": "concat", "fusion": None,
-                                "segment_seconds": None}),
-    "am_resnet": ("am_resnet.yaml", None,
-                  {"am_resnet_channels": 8, "segment_seconds": None}),
-    "ssl-whisper-30s": ("w2v2_baseline.yaml", "whisper",
-                        {"ssl_layer_weights": True,
-                         "segment_seconds": None}),
-}
-
-
-@pytest.mark.parametrize("config", sorted(CONFIGS))
-def test_every_family_and_mode_exports_and_matches(
-        config, tmp_path, tiny_w2v2_layer):
-    from amser_sb.lobes import build_random_whisper
-
-    recipe, family, extra = CONFIGS[config]
-    root = str(tmp_path)
-    overrides = dict(extra)
-    if family == "layer":
-        overrides.update(_fusion_overrides(tiny_w2v2_layer, root))
-    elif family == "whisper":
-        overrides.update(
-            ssl_hub=build_random_whisper(tmp_path / "whisper"),
-            pretrained_folder=os.path.join(root, "pretrained"),
-            feature_cache_folder=os.path.join(root, "cache"),
-        )
-    model_dir = build_model_folder(root, recipe, overrides)
-    report = export_onnx(model_dir)
-    assert report["parity"]["passed"]
-    clf = load_classifier(model_dir, savedir=str(tmp_path / "sd"))
-    onnx_clf = load_onnx_classifier(model_dir)
-    clips = check_clips([0.9, 2.2], 16000, seed=5)
-    ref = _torch_posteriors(clf, clips)
-    wavs, lens = pad_batch(clips)
-    assert np.abs(onnx_clf.posteriors(wavs, lens) - ref).max() <= 1e-4

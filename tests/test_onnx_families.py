@@ -1,8 +1,8 @@
 """ONNX export of every encoder family and mode (``amser-sb export-onnx``).
 
 Beside the fusion model of ``test_onnx.py`` (group-norm wav2vec2, segment
-grid, int8): concatenation with a layer-norm wav2vec2, AM-ResNet alone,
-and the encoder alone with Whisper's 30 s window and layer weights; each
+grid, int8): the layer-norm wav2vec2 alone with layer weights, AM-ResNet
+alone, and concatenation with Whisper's 30 s window; each
 exported, loaded with onnxruntime and compared with PyTorch. Its own file,
 so that pytest-xdist can run it beside ``test_onnx.py``.
 """
@@ -31,14 +31,15 @@ from amser_sb.inference.onnx_runtime import load_onnx_classifier  # noqa: E402
 
 
 CONFIGS = {
-    "concat-w2v2-layer-norm": ("am_resnet_w2v2.yaml", "layer",
-                               {"mode": "concat", "fusion": None,
-                                "segment_seconds": None}),
+    "ssl-w2v2-layer-norm": ("w2v2_baseline.yaml", "layer",
+                            {"ssl_layer_weights": True,
+                             "segment_seconds": None}),
     "am_resnet": ("am_resnet.yaml", None,
                   {"am_resnet_channels": 8, "segment_seconds": None}),
-    "ssl-whisper-30s": ("w2v2_baseline.yaml", "whisper",
-                        {"ssl_layer_weights": True,
-                         "segment_seconds": None}),
+    "concat-whisper-30s": ("am_resnet_w2v2.yaml", "whisper",
+                           {"mode": "concat", "fusion": None,
+                            "ssl_layer_weights": True,
+                            "segment_seconds": None}),
 }
 
 
@@ -50,14 +51,17 @@ def test_every_family_and_mode_exports_and_matches(
     recipe, family, extra = CONFIGS[config]
     root = str(tmp_path)
     overrides = dict(extra)
-    if family == "layer":
-        overrides.update(fusion_overrides(tiny_w2v2_layer, root))
-    elif family == "whisper":
-        overrides.update(
-            ssl_hub=build_random_whisper(tmp_path / "whisper"),
-            pretrained_folder=os.path.join(root, "pretrained"),
-            feature_cache_folder=os.path.join(root, "cache"),
-        )
+    if family is not None:
+        hub = tiny_w2v2_layer if family == "layer" else build_random_whisper(
+            tmp_path / "whisper")
+        if recipe == "w2v2_baseline.yaml":  # the encoder alone
+            overrides.update(
+                ssl_hub=hub,
+                pretrained_folder=os.path.join(root, "pretrained"),
+                feature_cache_folder=os.path.join(root, "cache"),
+            )
+        else:
+            overrides.update(fusion_overrides(hub, root))
     model_dir = build_model_folder(root, recipe, overrides)
     report = export_onnx(model_dir)
     assert report["parity"]["passed"]

@@ -12,11 +12,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
+# An editable install does not byte-compile the project's own modules, and
+# where PYTHONDONTWRITEBYTECODE is set no process would ever cache them:
+# compile them once here, or every test worker and subprocess recompiles.
 install: $(BIN)/python
 	$(PIP) install -q -c constraints.txt -e .
+	$(BIN)/python -m compileall -q amser_sb recipes
 
 install-test: $(BIN)/python
 	$(PIP) install -q -c constraints.txt -e ".[test]"
+	$(BIN)/python -m compileall -q amser_sb recipes tests benchmarks
 
 demo: install
 	$(BIN)/amser-sb demo

@@ -181,11 +181,7 @@ def build_model_folder(workdir, size, feat_extract_norm="group"):
     str
         The exported model folder.
     """
-    from hyperpyyaml import load_hyperpyyaml, resolve_references
-    from speechbrain.dataio.encoder import CategoricalEncoder
-    from speechbrain.utils.checkpoints import Checkpointer
-
-    from amser_sb.inference.export import export_model
+    from amser_sb.inference.random_model import random_model_folder
     from amser_sb.lobes import build_random_wav2vec2
 
     tag = f"{size}_{feat_extract_norm}"
@@ -195,38 +191,14 @@ def build_model_folder(workdir, size, feat_extract_norm="group"):
     w2v = os.path.join(workdir, f"w2v2_{tag}")
     if not os.path.isfile(os.path.join(w2v, "config.json")):
         build_random_wav2vec2(w2v, size, feat_extract_norm=feat_extract_norm)
-    fold = os.path.join(workdir, f"exp_{tag}", "speaker", "fold_1")
-    os.makedirs(fold, exist_ok=True)
     overrides = {
-        "data_folder": os.path.join(workdir, "no_data"),
-        "output_root": os.path.join(workdir, f"exp_{tag}"),
         "ssl_hub": w2v,
         "pretrained_folder": os.path.join(workdir, "pretrained"),
         "feature_cache_folder": os.path.join(workdir, "cache"),
     }
-    with open(RECIPE, encoding="utf-8") as handle:
-        hparams = load_hyperpyyaml(handle, overrides)
-    # What SpeechBrain saves as <fold>/hyperparams.yaml: the recipe with
-    # the overrides, references resolved (export reads the model there).
-    with open(RECIPE, encoding="utf-8") as handle:
-        saved = resolve_references(
-            handle, dict(overrides, manifest_folder=fold)
-        ).getvalue()
-    with open(os.path.join(fold, "hyperparams.yaml"), "w") as handle:
-        handle.write(saved)
-    encoder = CategoricalEncoder()
-    encoder.update_from_iterable(LABELS)
-    encoder.save(os.path.join(fold, "label_encoder.txt"))
-    checkpointer = Checkpointer(
-        os.path.join(fold, "save"),
-        recoverables={
-            "embedding_model": hparams["embedding_model"],
-            "classifier": hparams["classifier"],
-        },
-    )
-    checkpointer.save_checkpoint(meta={"UA": 50.0, "WA": 50.0, "epoch": 1})
-    export_model(os.path.dirname(os.path.dirname(fold)), model_dir)
-    return model_dir
+    return random_model_folder(RECIPE, overrides,
+                               os.path.join(workdir, f"exp_{tag}"),
+                               model_dir, LABELS)
 
 
 #: Precision name -> load_classifier keyword arguments (onnxruntime rows:

@@ -336,24 +336,8 @@ def main(argv=None):
     from amser_sb.config.user_errors import debug_requested, report_user_errors
 
     # A user error: one line naming the file and the fix, exit status 2.
-    try:
-        with report_user_errors(debug=debug or debug_requested()):
-            status = args.func(args, rest)
-    except SystemExit as exc:
-        leave_torchrun(exc.code)
-        raise
-    leave_torchrun(status)
-    return status
-
-
-def leave_torchrun(status):
-    """Under ``torchrun`` (``amser-sb cv``), end the process with
-    ``status`` before the interpreter's teardown
-    (``amser_sb.training.distributed.exit_process``); otherwise, and for
-    commands that train nothing, return."""
-    distributed = sys.modules.get("amser_sb.training.distributed")
-    if distributed is not None:
-        distributed.exit_process(status)
+    with report_user_errors(debug=debug or debug_requested()):
+        return args.func(args, rest)
 
 
 if __name__ == "__main__":

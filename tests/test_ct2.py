@@ -122,10 +122,18 @@ def test_quantized_round_trip(tiny, quantization, rtol):
 def test_encoder_outputs_agree_with_ctranslate2(tiny):
     rng = np.random.default_rng(0)
     feats = rng.standard_normal((2, N_MELS, 2 * SRC_POS)).astype(np.float32)
-    ct2 = ctranslate2.models.Whisper(tiny["ct2_dir"], device="cpu",
-                                     compute_type="float32")
-    ours = np.array(
-        ct2.encode(ctranslate2.StorageView.from_array(feats), to_cpu=True))
+    # CTranslate2 sets OpenMP's thread count for the whole process (torch's
+    # included) to its intra_threads, all cores by default: keep it at
+    # torch's, or every later test of this worker runs oversubscribed
+    threads = torch.get_num_threads()
+    try:
+        ct2 = ctranslate2.models.Whisper(
+            tiny["ct2_dir"], device="cpu", compute_type="float32",
+            intra_threads=threads)
+        ours = np.array(ct2.encode(
+            ctranslate2.StorageView.from_array(feats), to_cpu=True))
+    finally:
+        torch.set_num_threads(threads)
     model = transformers.WhisperModel.from_pretrained(tiny["back"]).eval()
     with torch.no_grad():
         ref = model.encoder(torch.from_numpy(feats)).last_hidden_state.numpy()

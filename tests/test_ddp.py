@@ -4,10 +4,11 @@ Two processes with per-process batch B/2 against one process with batch
 B, on the tiny generated corpus of ``test_recipe.py``: the same parameters
 after two epochs (with LayerDrop in the two-process run's encoder
 configuration, which layer weights must neutralise), the same optimiser
-groups, every training item once per epoch, files written once; the top
-layer fine-tuned from cached lower states; and a killed run that resumes. Each launch is a
-real ``torchrun --standalone --nproc_per_node=2`` of a small worker script
-(about 15 s each on two cores).
+groups, every training item once per epoch, files written once; and a
+killed run that resumes, the top layer fine-tuned from cached lower states
+under LayerDrop. Each launch is a real ``torchrun --standalone
+--nproc_per_node=2`` of a small worker script (about 15 s each on two
+cores).
 """
 
 import json
@@ -292,30 +293,18 @@ def test_two_processes_with_layerdrop_equal_one_process(setup):
         assert test[key] == pytest.approx(ref_test[key], abs=1e-6)
 
 
-def test_two_processes_fine_tune_top_layer_with_layerdrop(setup):
-    """LayerDrop 0.5 in the encoder's configuration, layer weights, the
-    top layer fine-tuned from cached lower states under torchrun: the run
-    completes (every step has all hidden states) and trains that layer
-    alone at ``lr_ssl``."""
-    extra = dict(SSL_ALONE, ssl_finetune_layers=1,
-                 feature_cache_dtype="float32")
-    two = setup["root"] / "layerdrop_top_layer"
-    _launch(setup, two, "fold",
-            _with_layerdrop(setup, _args(setup, two, 4, **extra)), nproc=2)
-    fold = two / "speaker" / "fold_1"
-    assert _train_lines(fold)[:2] == ["epoch: 1", "epoch: 2"]
-    _last_checkpoint(fold)
-    groups = _groups(two, 0)["groups"]
-    assert [g["name"] for g in groups] == ["model", "ssl"]
-    assert groups[1]["n_params"] == 16  # one layer of the tiny model
-    assert "cache_hits" in (fold / "train_log.txt").read_text()
-
-
 def test_cv_on_two_processes_resumes_after_a_kill(setup):
-    """amser-sb cv under torchrun: killed in epoch 2, run again."""
+    """amser-sb cv under torchrun, killed in epoch 2 and run again: the
+    fused model (AM-ResNet trained too) with the encoder's top layer
+    fine-tuned from cached lower states, LayerDrop 0.5 in the encoder's
+    configuration. Both runs complete their epochs (every step has all
+    hidden states), the top layer alone trains at ``lr_ssl``, and the
+    resumed run does not redo epoch 1."""
     out = setup["root"] / "cv"
-    args = ["--protocol", "session", "--folds", "1",
-            *_args(setup, out, 4, freeze_am_resnet=False)]
+    args = ["--protocol", "session", "--folds", "1", *_with_layerdrop(
+        setup, _args(setup, out, 4, freeze_am_resnet=False,
+                     freeze_ssl=False, lr_ssl=0.0005,
+                     ssl_finetune_layers=1, feature_cache_dtype="float32"))]
     killed = _launch(setup, out, "cv", args, nproc=2,
                      env_extra={"CRASH_EPOCH": "2"}, check=False)
     assert killed.returncode != 0
@@ -324,6 +313,10 @@ def test_cv_on_two_processes_resumes_after_a_kill(setup):
     fold = out / "session" / "fold_1"
     assert _train_lines(fold) == ["epoch: 1"]
     assert not (fold / "test_metrics.json").exists()
+    groups = _groups(out, 0)["groups"]
+    assert [g["name"] for g in groups] == ["model", "ssl"]
+    assert groups[1]["n_params"] == 16  # one layer of the tiny model
+    assert groups[1]["lr"] == 0.0005
 
     _launch(setup, out, "cv", args, nproc=2)
     # resumed: epoch 1 not redone, epoch 2 once, then the test
@@ -331,6 +324,8 @@ def test_cv_on_two_processes_resumes_after_a_kill(setup):
     assert lines[:2] == ["epoch: 1", "epoch: 2"] and len(lines) == 3
     assert lines[2].startswith("epoch loaded")
     assert all(e == 2 for e, _ in _seen(out, 0))
+    assert "cache_hits" in (fold / "train_log.txt").read_text()
+    _last_checkpoint(fold)
     checkpoints = [d for d in os.listdir(fold / "save")
                    if d.startswith("CKPT")]
     assert 1 <= len(checkpoints) <= 2  # best UA and latest, one set

@@ -208,7 +208,10 @@ def test_planar_attention_equals_its_convolution(kernel):
     assert (planar.squeeze(2) - out).abs().max() < 1e-6
     assert (w_planar.squeeze(2) - w).abs().max() < 1e-6
     for a, b in zip(planar_grads, grads):
-        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+        # float rounding of sums over 600 frames: relative to the largest
+        # gradient (its order depends on the thread count)
+        scale = float(b.abs().max())
+        assert torch.allclose(a, b, atol=1e-6 * scale + 1e-6, rtol=1e-5)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         x16 = F.conv1d(x.detach(), torch.eye(64).unsqueeze(-1))  # bf16
         out16, w16 = att.forward_planar(x16.unsqueeze(2))

@@ -54,7 +54,7 @@ def masked_mean_std(x, lengths=None, eps=1e-5):
 
 
 class StatsPooling(torch.nn.Module):
-    """Standardised mean + standard deviation of frame features.
+    """Standardised mean (+ standard deviation) of frame features.
 
     Arguments
     ---------
@@ -62,6 +62,12 @@ class StatsPooling(torch.nn.Module):
         Feature size of the frames.
     dropout : float
         Dropout on the standardised statistics (training only).
+    statistics : str
+        ``"mean_std"`` (the means, then the standard deviations: ``2 *
+        in_dim`` outputs) or ``"mean"`` (the means alone, ``in_dim``
+        outputs: what a linear probe on mean-pooled features sees). The
+        default is the one of models exported before the choice existed;
+        the recipe's YAML sets its own (``head_statistics``).
 
     Example
     -------
@@ -70,6 +76,8 @@ class StatsPooling(torch.nn.Module):
     >>> lens = torch.tensor([1.0, 0.5, 0.25])
     >>> pool(feats, lens).shape, pool.out_dim
     (torch.Size([3, 16]), 16)
+    >>> StatsPooling(in_dim=8, statistics="mean")(feats, lens).shape
+    torch.Size([3, 8])
     >>> pool = pool.eval()
     >>> padded = torch.cat([feats[:1, :10], torch.randn(1, 10, 8)], dim=1)
     >>> torch.allclose(pool(feats[:1, :10], None),
@@ -77,9 +85,14 @@ class StatsPooling(torch.nn.Module):
     True
     """
 
-    def __init__(self, in_dim, dropout=0.5):
+    def __init__(self, in_dim, dropout=0.5, statistics="mean_std"):
         super().__init__()
-        self.out_dim = 2 * int(in_dim)
+        if statistics not in ("mean", "mean_std"):
+            raise ValueError(
+                f"statistics must be 'mean' or 'mean_std', got {statistics!r}"
+            )
+        self.statistics = statistics
+        self.out_dim = int(in_dim) * (2 if statistics == "mean_std" else 1)
         # standardisation by the training data: cumulative statistics
         self.norm = torch.nn.BatchNorm1d(self.out_dim, affine=False,
                                          momentum=None)
@@ -100,6 +113,8 @@ class StatsPooling(torch.nn.Module):
         torch.Tensor
         """
         stats = masked_mean_std(feats.float(), lens)
+        if self.statistics == "mean":
+            stats = stats[:, : feats.shape[-1]]
         if self.training and stats.shape[0] == 1:
             # one utterance has no batch statistics: use the running ones
             stats = torch.nn.functional.batch_norm(

@@ -13,6 +13,7 @@ from amser_sb.lobes import (
     SSLBackbone,
     StatsPooling,
     encoder_from_options,
+    masked_mean,
     masked_mean_std,
 )
 
@@ -86,3 +87,28 @@ def test_stats_are_padding_invariant():
                                masked_mean_std(padded, lens))
     torch.testing.assert_close(masked_mean_std(x[1:, :15]),
                                masked_mean_std(x, lens)[1:])
+
+
+@pytest.mark.parametrize("statistics,width", [("mean", 5), ("mean_std", 10)])
+def test_head_statistics_are_padding_invariant(statistics, width):
+    """Both head statistics: the width they give, and a padded batch in
+    evaluation pools exactly the real frames."""
+    torch.manual_seed(0)
+    pool = StatsPooling(5, statistics=statistics)
+    assert pool.out_dim == width
+    x = torch.randn(4, 30, 5)
+    pool.train()(x, torch.ones(4))  # running statistics from one batch
+    pool.eval()
+    lens = torch.tensor([1.0, 0.5])
+    padded = x[:2].clone()
+    padded[1, 15:] = 1e3
+    out = pool(padded, lens)
+    assert out.shape == (2, width)
+    torch.testing.assert_close(out[1:], pool(x[1:2, :15]))
+    torch.testing.assert_close(masked_mean(padded, lens),
+                               masked_mean_std(padded, lens)[:, :5])
+
+
+def test_head_statistics_unknown_value():
+    with pytest.raises(ValueError, match="'mean' or 'mean_std'"):
+        StatsPooling(5, statistics="median")

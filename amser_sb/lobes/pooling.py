@@ -1,10 +1,10 @@
-"""Utterance statistics of frame features: masked mean and standard deviation,
-standardised.
+"""Utterance statistics of frame features: masked mean (and standard
+deviation), standardised.
 
 What a linear probe gets from ``StandardScaler`` on mean-pooled features, a
-trained head gets here: the mean and the standard deviation of each feature
-over each utterance's real frames (padding never counts), standardised by
-statistics of the training data (``BatchNorm1d`` without affine parameters:
+trained head gets here: the mean (and, as an option, the standard
+deviation) of each feature over each utterance's real frames (padding never
+counts), standardised by statistics of the training data (``BatchNorm1d`` without affine parameters:
 batch statistics in training, their cumulative average at evaluation, saved
 with the weights), then dropout.
 
@@ -14,6 +14,43 @@ Authors
 
 import torch
 from speechbrain.dataio.dataio import length_to_mask
+
+
+def _valid_frames(x, lengths):
+    """``[batch, time]`` mask of real frames and ``[batch, 1]`` counts."""
+    batch, time, _ = x.shape
+    if lengths is None:
+        n = torch.full((batch,), time, device=x.device)
+    else:
+        n = torch.round(lengths.float() * time).long().clamp(1, time)
+    valid = length_to_mask(n, time, dtype=x.dtype, device=x.device)
+    return valid, n.to(x.dtype).unsqueeze(1)
+
+
+def masked_mean(x, lengths=None):
+    """Mean over each sequence's valid frames.
+
+    Arguments
+    ---------
+    x : torch.Tensor
+        ``[batch, time, feat]``.
+    lengths : torch.Tensor, optional
+        Relative lengths ``[batch]``; None means all full length.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, feat]``.
+
+    Example
+    -------
+    >>> x = torch.tensor([[[1.0], [3.0], [100.0]], [[1.0], [2.0], [3.0]]])
+    >>> masked_mean(x, torch.tensor([2 / 3, 1.0]))
+    tensor([[2.],
+            [2.]])
+    """
+    valid, count = _valid_frames(x, lengths)
+    return torch.einsum("bt,btc->bc", valid, x) / count
 
 
 def masked_mean_std(x, lengths=None, eps=1e-5):
@@ -40,13 +77,7 @@ def masked_mean_std(x, lengths=None, eps=1e-5):
     tensor([[2.0000, 1.0000],
             [2.0000, 0.8165]])
     """
-    batch, time, _ = x.shape
-    if lengths is None:
-        n = torch.full((batch,), time, device=x.device)
-    else:
-        n = torch.round(lengths.float() * time).long().clamp(1, time)
-    valid = length_to_mask(n, time, dtype=x.dtype, device=x.device)
-    count = n.to(x.dtype).unsqueeze(1)
+    valid, count = _valid_frames(x, lengths)
     mean = torch.einsum("bt,btc->bc", valid, x) / count
     centred = (x - mean.unsqueeze(1)) * valid.unsqueeze(-1)
     var = torch.einsum("btc,btc->bc", centred, centred) / count
@@ -112,9 +143,10 @@ class StatsPooling(torch.nn.Module):
         -------
         torch.Tensor
         """
-        stats = masked_mean_std(feats.float(), lens)
         if self.statistics == "mean":
-            stats = stats[:, : feats.shape[-1]]
+            stats = masked_mean(feats.float(), lens)
+        else:
+            stats = masked_mean_std(feats.float(), lens)
         if self.training and stats.shape[0] == 1:
             # one utterance has no batch statistics: use the running ones
             stats = torch.nn.functional.batch_norm(

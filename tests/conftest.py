@@ -114,6 +114,16 @@ def _logging_handlers_kept():
                     logger.removeHandler(handler)
 
 
+@pytest.fixture(autouse=True)
+def _logging_handlers_of_a_test_removed():
+    """Every test leaves the logging handlers as it found them: a handler
+    that an in-process run (a CLI ``main``, ``run_fold``, SpeechBrain's
+    experiment setup) bound to this test's captured stream would raise
+    "--- Logging error ---" in whichever later test of the worker logs."""
+    with _logging_handlers_kept():
+        yield
+
+
 def _train_and_export(root, encoder):
     """Builds the ``trained`` fixture's folders under ``root``."""
     from amser_sb.data.synthetic import make_iemocap_corpus

@@ -137,6 +137,11 @@ def parse_args(argv=None):
         help="skip the peak-RSS runs (one fresh process per precision)",
     )
     parser.add_argument(
+        "--rss-precisions", default=None,
+        help="the precisions whose peak RSS is measured (default: all of "
+        "--precisions)",
+    )
+    parser.add_argument(
         "--rss-worker", nargs=3, default=None, help=argparse.SUPPRESS
     )
     parser.add_argument(
@@ -383,7 +388,13 @@ def measure(args, workdir, modes, precisions):
 
     rss = {}
     if args.rss:
-        for name in precisions:
+        chosen = precisions if args.rss_precisions is None else [
+            p.strip() for p in args.rss_precisions.split(",") if p.strip()
+        ]
+        for name in chosen:
+            if name not in PRECISIONS:
+                raise SystemExit(f"unknown --rss-precisions entry {name!r}; "
+                                 f"pick from {list(PRECISIONS)}")
             rss[name] = measure_rss(args, model_dir, workdir, name)
     classifiers = {}
     for name in precisions:

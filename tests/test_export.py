@@ -61,20 +61,30 @@ def test_model_folder_contents(trained):
 
 
 def test_fresh_process_offline_matches_training_time(trained, tmp_path):
-    """Plain EncoderClassifier, new process, other cwd, HF offline."""
+    """A new process, another cwd, HF offline: plain EncoderClassifier
+    gives the training run's test posteriors; amser-sb's own
+    ``load_classifier`` / ``classify_file`` agree; and neither imports a
+    Brain, pipeline, data preparation, cross-validation, CLI or weight
+    tooling module (the house's layering: inference is free of training).
+    """
     rows = _test_rows(trained["fold"])
     paths = _wav_paths(trained["root"])
     files = [paths[row["ID"]] for row in rows]
     script = (
         "import json, sys, torch\n"
         "from speechbrain.inference.classifiers import EncoderClassifier\n"
+        "from amser_sb.inference.classify import classify_file, "
+        "load_classifier\n"
         "clf = EncoderClassifier.from_hparams(source=sys.argv[1],"
         " savedir='sd')\n"
         "out = {}\n"
         "for f in sys.argv[2:]:\n"
         "    p, s, i, lab = clf.classify_file(f)\n"
         "    out[f] = [p[0].tolist(), lab[0]]\n"
-        "print(json.dumps(out))\n"
+        "ours = classify_file(load_classifier(sys.argv[1], savedir='sd2'),"
+        " sys.argv[2])\n"
+        "print(json.dumps([out, ours.label, sorted(m for m in sys.modules"
+        " if m.startswith('amser_sb'))]))\n"
     )
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     proc = subprocess.run(
@@ -82,12 +92,19 @@ def test_fresh_process_offline_matches_training_time(trained, tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result, label, modules = json.loads(proc.stdout.strip().splitlines()[-1])
     for row, path in zip(rows, files):
-        probs, label = result[path]
+        probs, label_of_row = result[path]
         expected = [float(row[f"p_{c}"]) for c in ("neu", "hap", "sad", "ang")]
         np.testing.assert_allclose(probs, expected, atol=1e-4)
-        assert label == row["predicted"]
+        assert label_of_row == row["predicted"]
+    assert label == rows[0]["predicted"]
+    forbidden = [m for m in modules
+                 if m.split(".")[1:2] and m.split(".")[1] in
+                 ("training", "data", "cli", "weights")]
+    assert not forbidden, forbidden
+    assert "amser_sb.config.hparams_loading" not in modules
+    assert "amser_sb.inference.classify" in modules
 
 
 def test_prediction_does_not_depend_on_the_batch(trained, tmp_path):

@@ -156,14 +156,17 @@ def test_benchmark_quick_run_prints_the_table(tmp_path, model_dir, capsys):
     status = _bench().main([
         "--model", model_dir, "--seconds", "13", "--modes", "w4h4,clips",
         "--precisions", "float32,int8", "--workdir", str(workdir),
-        "--threads", "0",
+        "--threads", "0", "--rss-precisions", "int8",
     ])
     out = capsys.readouterr().out
     assert status in (0, 1)
     rows = [line for line in out.splitlines() if line.startswith("| long")
             or line.startswith("| whole")]
     assert len(rows) == 4
-    assert "peak RSS of a fresh process" in out
+    rss = [line for line in out.splitlines()
+           if line.startswith("peak RSS of a fresh process")]
+    assert len(rss) == 1 and rss[0].endswith(tuple("0123456789"))
+    assert "int8 " in rss[0] and "float32 " not in rss[0]
     assert "speed-up vs float32" in out
     assert f"model folder {model_dir}" in out
     wav, _ = sf.read(os.path.join(workdir, "audio", "recording_13s.wav"))

@@ -1,11 +1,10 @@
 """The house's layering: packages import only downward, inference never
-imports training or data preparation, and no import cycle."""
+imports training or data preparation (at run time: a fresh process that
+classifies with an exported model, in ``test_export.py``), and no import
+cycle."""
 
 import ast
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -122,30 +121,3 @@ def test_no_module_imports_another_modules_private_name():
                     bad += [f"{path}: {node.module}.{a.name}"
                             for a in node.names if a.name.startswith("_")]
     assert not bad, bad
-
-
-def test_classifying_with_an_exported_model_imports_no_training(
-        trained, speech_audio, tmp_path):
-    """A fresh interpreter loads the model folder and classifies a file:
-    no Brain, pipeline, data preparation, cross-validation or CLI module
-    is imported."""
-    code = (
-        "import json, sys\n"
-        "from amser_sb.inference.classify import classify_file, "
-        "load_classifier\n"
-        f"clf = load_classifier({trained['model']!r}, "
-        f"savedir={str(tmp_path / 'sd')!r})\n"
-        f"result = classify_file(clf, {speech_audio[1][0]!r})\n"
-        "print(json.dumps([result.label, sorted(m for m in sys.modules "
-        "if m.startswith('amser_sb'))]))\n"
-    )
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                         text=True, env=env, check=True)
-    label, modules = json.loads(out.stdout.strip().splitlines()[-1])
-    assert label
-    forbidden = [m for m in modules
-                 if m.split(".")[1:2] and m.split(".")[1] in
-                 ("training", "data", "cli", "weights")]
-    assert not forbidden, forbidden
-    assert "amser_sb.config.hparams_loading" not in modules

@@ -37,7 +37,7 @@ from amser_sb.lobes.wav2vec2 import (
     wav2vec2_config,
 )
 from amser_sb.lobes.whisper import WhisperEncoder, build_random_whisper
-from amser_sb.lobes.pooling import StatsPooling, masked_mean, masked_mean_std
+from amser_sb.lobes.pooling import StatsPooling, masked_mean_std
 from amser_sb.lobes.residual_fusion import GatedResidualFusion
 from amser_sb.lobes.utterance import Passthrough, UtteranceEncoder
 
@@ -49,7 +49,6 @@ __all__ = [
     "Fusion",
     "GatedResidualFusion",
     "StatsPooling",
-    "masked_mean",
     "masked_mean_std",
     "EmotionClassifier",
     "MaskResBlock",

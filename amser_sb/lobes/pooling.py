@@ -15,6 +15,8 @@ Authors
 import torch
 from speechbrain.dataio.dataio import length_to_mask
 
+from amser_sb.lobes.fusion import masked_mean
+
 
 def _valid_frames(x, lengths):
     """``[batch, time]`` mask of real frames and ``[batch, 1]`` counts."""
@@ -25,32 +27,6 @@ def _valid_frames(x, lengths):
         n = torch.round(lengths.float() * time).long().clamp(1, time)
     valid = length_to_mask(n, time, dtype=x.dtype, device=x.device)
     return valid, n.to(x.dtype).unsqueeze(1)
-
-
-def masked_mean(x, lengths=None):
-    """Mean over each sequence's valid frames.
-
-    Arguments
-    ---------
-    x : torch.Tensor
-        ``[batch, time, feat]``.
-    lengths : torch.Tensor, optional
-        Relative lengths ``[batch]``; None means all full length.
-
-    Returns
-    -------
-    torch.Tensor
-        ``[batch, feat]``.
-
-    Example
-    -------
-    >>> x = torch.tensor([[[1.0], [3.0], [100.0]], [[1.0], [2.0], [3.0]]])
-    >>> masked_mean(x, torch.tensor([2 / 3, 1.0]))
-    tensor([[2.],
-            [2.]])
-    """
-    valid, count = _valid_frames(x, lengths)
-    return torch.einsum("bt,btc->bc", valid, x) / count
 
 
 def masked_mean_std(x, lengths=None, eps=1e-5):

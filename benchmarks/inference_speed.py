@@ -350,7 +350,10 @@ def main(argv=None):
     for name in modes:
         if name not in MODES:
             raise SystemExit(f"unknown mode {name!r}; pick from {list(MODES)}")
-    for name in precisions:
+    args.rss_precisions = [
+        p.strip() for p in (args.rss_precisions or "").split(",") if p.strip()
+    ] or None
+    for name in precisions + (args.rss_precisions or []):
         if name not in PRECISIONS:
             raise SystemExit(
                 f"unknown precision {name!r}; pick from {list(PRECISIONS)}"
@@ -388,13 +391,7 @@ def measure(args, workdir, modes, precisions):
 
     rss = {}
     if args.rss:
-        chosen = precisions if args.rss_precisions is None else [
-            p.strip() for p in args.rss_precisions.split(",") if p.strip()
-        ]
-        for name in chosen:
-            if name not in PRECISIONS:
-                raise SystemExit(f"unknown --rss-precisions entry {name!r}; "
-                                 f"pick from {list(PRECISIONS)}")
+        for name in args.rss_precisions or precisions:
             rss[name] = measure_rss(args, model_dir, workdir, name)
     classifiers = {}
     for name in precisions:

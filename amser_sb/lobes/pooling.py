@@ -4,9 +4,9 @@ deviation), standardised.
 What a linear probe gets from ``StandardScaler`` on mean-pooled features, a
 trained head gets here: the mean (and, as an option, the standard
 deviation) of each feature over each utterance's real frames (padding never
-counts), standardised by statistics of the training data (``BatchNorm1d`` without affine parameters:
-batch statistics in training, their cumulative average at evaluation, saved
-with the weights), then dropout.
+counts), standardised by statistics of the training data (``BatchNorm1d``
+without affine parameters: batch statistics in training, their cumulative
+average at evaluation, saved with the weights), then dropout.
 
 Authors
  * amser-sb contributors
@@ -16,17 +16,6 @@ import torch
 from speechbrain.dataio.dataio import length_to_mask
 
 from amser_sb.lobes.fusion import masked_mean
-
-
-def _valid_frames(x, lengths):
-    """``[batch, time]`` mask of real frames and ``[batch, 1]`` counts."""
-    batch, time, _ = x.shape
-    if lengths is None:
-        n = torch.full((batch,), time, device=x.device)
-    else:
-        n = torch.round(lengths.float() * time).long().clamp(1, time)
-    valid = length_to_mask(n, time, dtype=x.dtype, device=x.device)
-    return valid, n.to(x.dtype).unsqueeze(1)
 
 
 def masked_mean_std(x, lengths=None, eps=1e-5):
@@ -53,7 +42,13 @@ def masked_mean_std(x, lengths=None, eps=1e-5):
     tensor([[2.0000, 1.0000],
             [2.0000, 0.8165]])
     """
-    valid, count = _valid_frames(x, lengths)
+    batch, time, _ = x.shape
+    if lengths is None:
+        n = torch.full((batch,), time, device=x.device)
+    else:
+        n = torch.round(lengths.float() * time).long().clamp(1, time)
+    valid = length_to_mask(n, time, dtype=x.dtype, device=x.device)
+    count = n.to(x.dtype).unsqueeze(1)
     mean = torch.einsum("bt,btc->bc", valid, x) / count
     centred = (x - mean.unsqueeze(1)) * valid.unsqueeze(-1)
     var = torch.einsum("btc,btc->bc", centred, centred) / count

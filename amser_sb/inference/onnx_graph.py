@@ -38,7 +38,10 @@ def sliding_max(x, window):
 
     ``amser_sb.core.madd.sliding_max`` uses ``cummax``, which ONNX lacks; here
     maxima over spans of 1, 2, 4, ... samples are built by doubling, and a
-    window is the maximum of two overlapping spans (exact).
+    window is the maximum of two overlapping spans (exact). Every step keeps
+    the length (the shifted copy is zero-padded at the end: only the last
+    ``window - 1`` outputs see the padding, and they are cut once at the
+    end), so that no step costs the graph a computation of a new length.
 
     Arguments
     ---------
@@ -59,12 +62,12 @@ def sliding_max(x, window):
     """
     span, spans = 1, x
     while 2 * span <= window:
-        spans = torch.maximum(spans[:, :-span], spans[:, span:])
+        spans = torch.maximum(spans, F.pad(spans[:, span:], (0, span)))
         span *= 2
-    if span == window:
-        return spans
-    rest = window - span
-    return torch.maximum(spans[:, :-rest], spans[:, rest:])
+    if span < window:
+        rest = window - span
+        spans = torch.maximum(spans, F.pad(spans[:, rest:], (0, rest)))
+    return spans[:, : x.shape[1] - window + 1]
 
 
 def graph_madd(

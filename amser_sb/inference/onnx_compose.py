@@ -1,10 +1,11 @@
 """Building the ONNX file: export, the ``If`` on length, int8.
 
 :func:`build_onnx` exports :class:`~amser_sb.inference.onnx_graph.PosteriorGraph`:
-in one piece for a model without a segment grid; with a grid, its body
-(the model on every segment, the mean embedding, the classifier) once and
-its two fronts (MADD and the grid; MADD and each clip whole), joined by an
-ONNX ``If`` on the input's length (:func:`compose_by_length`).
+in one piece for a model without a segment grid; with a grid, its voiced
+mask (MADD) and its body (the model on every segment, the mean embedding,
+the classifier) once each and its two segment fronts (the grid; each clip
+whole) between them, joined by an ONNX ``If`` on the input's length
+(:func:`compose_by_length`).
 :func:`quantize_int8` writes the int8 file (weight transposes folded first,
 so that onnxruntime's dynamic quantisation finds the MatMul weights).
 
@@ -49,6 +50,11 @@ def quiet_logger(logger):
 #: inputs): segments, their relative lengths and voiced masks, and the
 #: weights that average each utterance's segments.
 FRONT_NAMES = ("segments", "segment_lens", "segment_mask", "weights")
+
+#: What the voiced mask hands the segment fronts (``VoicedFront``'s
+#: outputs, ``SegmentFront``'s inputs): waveforms zeroed past their
+#: lengths, their valid samples, their voiced masks.
+VOICED_NAMES = ("valid_wavs", "n_samples", "voiced_mask")
 
 
 def export_graph(graph, inputs, input_names, output_names):
@@ -98,8 +104,34 @@ def export_graph(graph, inputs, input_names, output_names):
             verbose=False,
         )
     model = onnx_program.model_proto
+    keep_input_names(model, input_names)
     fold_weight_transposes(model)
     return model
+
+
+def keep_input_names(model, input_names):
+    """Give each input its own name back where the exporter renamed it
+    after the output it passes through unchanged (an ``Identity`` makes
+    the output), so that the graph reads ``input_names`` and writes its
+    own outputs. In place.
+
+    Arguments
+    ---------
+    model : onnx.ModelProto
+    input_names : sequence of str
+    """
+    from onnx import helper
+
+    passed = []
+    for value, name in zip(model.graph.input, input_names):
+        if value.name != name:
+            passed.append(helper.make_node("Identity", [name], [value.name],
+                                            name=f"pass_{name}"))
+            value.name = name
+    if passed:
+        nodes = [*passed, *model.graph.node]
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
 
 
 def fold_weight_transposes(model):
@@ -214,22 +246,28 @@ def as_branch(model, prefix, initializers, functions):
     return graph
 
 
-def compose_by_length(whole, segmented, body, segment):
-    """One model: a front chosen by the input's length, then the body.
+def compose_by_length(voiced, whole, segmented, body, segment):
+    """One model: the voiced mask, a segment front chosen by the input's
+    length, then the body.
 
     ``torch.export`` cannot keep one time axis dynamic across "shorter
     than a segment" (the clip is its own segment, of any length) and
-    "longer" (fixed-length segments), so each front is exported on its own
-    and an ONNX ``If`` on the input's length picks one; the body, which
-    holds every weight of the model, is exported once and reads the
-    ``If``'s outputs (``FRONT_NAMES``).
+    "longer" (fixed-length segments), so each segment front is exported on
+    its own and an ONNX ``If`` on the input's length picks one. The voiced
+    mask (MADD, on the whole utterance either way) before it and the body
+    (which holds every weight of the model) after it are exported once; the
+    ``If``'s branches read the voiced mask's outputs (``VOICED_NAMES``),
+    the body reads the ``If``'s (``FRONT_NAMES``).
 
     Arguments
     ---------
+    voiced : onnx.ModelProto
+        Waveforms to ``VOICED_NAMES``.
     whole, segmented : onnx.ModelProto
-        Fronts for inputs of at most / more than ``segment`` samples.
+        ``VOICED_NAMES`` to ``FRONT_NAMES``, for inputs of at most / more
+        than ``segment`` samples.
     body : onnx.ModelProto
-        Segments to posteriors.
+        ``FRONT_NAMES`` to posteriors.
     segment : int
         Segment length in samples.
 
@@ -240,16 +278,21 @@ def compose_by_length(whole, segmented, body, segment):
     import onnx
     from onnx import TensorProto, helper
 
-    inputs = [onnx.ValueInfoProto() for _ in whole.graph.input]
-    for copy, value in zip(inputs, whole.graph.input):
+    inputs = [onnx.ValueInfoProto() for _ in voiced.graph.input]
+    for copy, value in zip(inputs, voiced.graph.input):
         copy.CopyFrom(value)
     output = onnx.ValueInfoProto()
     output.CopyFrom(body.graph.output[0])
     initializers, functions = {}, {}
+    voiced_graph = as_branch(voiced, "voiced/", initializers, functions)
     else_branch = as_branch(whole, "whole/", initializers, functions)
     then_branch = as_branch(segmented, "segmented/", initializers, functions)
     body_graph = as_branch(body, "body/", initializers, functions)
     nodes = [
+        *voiced_graph.node,
+        *(helper.make_node("Identity", [value.name], [name],
+                           name=f"voiced_{name}")
+          for value, name in zip(voiced_graph.output, VOICED_NAMES)),
         helper.make_node("Shape", ["wavs"], ["time"], start=1, end=2),
         helper.make_node(
             "Constant", [], ["segment"],
@@ -268,17 +311,17 @@ def compose_by_length(whole, segmented, body, segment):
     graph = helper.make_graph(
         nodes, "amser_sb_posteriors", inputs, [output],
         initializer=list(initializers.values()),
-        value_info=list(body_graph.value_info),
+        value_info=[*voiced_graph.value_info, *body_graph.value_info],
     )
     opsets = {}
-    for part in (whole, segmented, body):
+    for part in (voiced, whole, segmented, body):
         for opset in part.opset_import:
             opsets.setdefault(opset.domain, opset)
     model = helper.make_model(
         graph, opset_imports=list(opsets.values()),
         functions=list(functions.values()),
     )
-    model.ir_version = whole.ir_version
+    model.ir_version = voiced.ir_version
     return model
 
 
@@ -312,14 +355,19 @@ def build_onnx(clf, sample_rate):
         sample_rate,
     )
     wavs, lens = pad_batch(clips)
-    whole = export_graph(graph.whole_front().eval(), (short_wavs, short_lens),
-                         INPUT_NAMES, FRONT_NAMES)
-    segmented = export_graph(graph.front, (wavs, lens), INPUT_NAMES,
-                             FRONT_NAMES)
+    front = graph.front
+    voiced = export_graph(front.voiced, (wavs, lens), INPUT_NAMES,
+                          VOICED_NAMES)
     with torch.no_grad():
-        example = graph.front(wavs, lens)
+        short_voiced = front.voiced(short_wavs, short_lens)
+        long_voiced = front.voiced(wavs, lens)
+        example = front.grid(*long_voiced)
+    whole = export_graph(graph.whole_front().eval(), short_voiced,
+                         VOICED_NAMES, FRONT_NAMES)
+    segmented = export_graph(front.grid, long_voiced, VOICED_NAMES,
+                             FRONT_NAMES)
     body = export_graph(graph.body, example, FRONT_NAMES, [OUTPUT_NAME])
-    return compose_by_length(whole, segmented, body, segment)
+    return compose_by_length(voiced, whole, segmented, body, segment)
 
 
 def quantize_int8(src, dst):

@@ -35,10 +35,11 @@ The exporter is ``torch.onnx.export(..., dynamo=True)`` on a
 ``torch.export`` program (non-strict mode; onnxscript translates), opset
 ``OPSET``. ``torch.export`` cannot keep one time axis dynamic across "the
 clip is its own segment, of any length" and "fixed-length segments", so for
-a model with a segment grid the front (MADD and the grid, or MADD and the
-clip whole) is exported twice, joined by an ONNX ``If`` on the input's
-length, and the body that holds every weight (the model on each segment,
-the mean embedding, the classifier) once (``compose_by_length``). Where
+a model with a segment grid the segment front (the grid, or the clip
+whole) is exported twice, joined by an ONNX ``If`` on the input's length;
+MADD before it and the body that holds every weight (the model on each
+segment, the mean embedding, the classifier) after it once each
+(``compose_by_length``). Where
 tracing would fix an axis to the example's size (SpeechBrain's
 ``length_to_mask`` calls ``len()`` on a tensor; max-pooling fixes its time
 axis), ``traceable`` swaps in twins with the same values for the duration

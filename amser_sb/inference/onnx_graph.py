@@ -344,13 +344,103 @@ def traceable(model):
             del conv.pool_mask
 
 
-class GraphFront(torch.nn.Module):
-    """Waveforms to the segments the model runs on (graph form).
+class VoicedFront(torch.nn.Module):
+    """Waveforms to their valid samples and voiced masks (graph form).
 
-    MADD's voiced mask of each whole utterance, then either the segment
-    grid of ``UtteranceEncoder`` (``segment`` set: :func:`cut_segments`)
-    or each utterance as its own segment (``segment`` None). The weights
-    average each utterance's segment embeddings.
+    The first step of :class:`GraphFront`: samples past each utterance's
+    length zeroed, and MADD's voiced mask of each whole utterance (or every
+    valid sample, without the mask). The ONNX export runs it once, before
+    the choice of segment grid (``onnx_compose.compose_by_length``).
+
+    Arguments
+    ---------
+    use_voiced_mask : bool
+        MADD mask (False: every valid sample counts).
+    madd_window : int
+        MADD window in samples.
+    madd_factor : float
+        MADD threshold factor.
+
+    Example
+    -------
+    >>> voiced = VoicedFront(True, 400, 3.0)
+    >>> wavs, n, mask = voiced(0.1 * torch.randn(2, 9000),
+    ...                        torch.tensor([1.0, 0.5]))
+    >>> wavs.shape, n.tolist(), mask.shape
+    (torch.Size([2, 9000]), [9000, 4500], torch.Size([2, 9000]))
+    """
+
+    def __init__(self, use_voiced_mask, madd_window, madd_factor):
+        super().__init__()
+        self.use_voiced_mask = use_voiced_mask
+        self.madd_window = int(madd_window)
+        self.madd_factor = float(madd_factor)
+
+    def forward(self, wavs, wav_lens):
+        """Waveforms ``[batch, time]`` zeroed past their lengths, valid
+        samples ``[batch]`` (long) and voiced masks ``[batch, time]`` of
+        waveforms ``[batch, time]`` with relative lengths ``wav_lens``
+        ``[batch]``."""
+        time = wavs.shape[1]
+        n = lengths_to_samples(wav_lens, time).clamp(min=1)
+        samples = torch.arange(time, device=wavs.device) < n.unsqueeze(1)
+        wavs = wavs * samples.to(wavs.dtype)
+        if self.use_voiced_mask:
+            mask = graph_madd(wavs, n, self.madd_window, self.madd_factor)
+        else:
+            mask = samples.to(wavs.dtype)
+        return wavs, n, mask
+
+
+class SegmentFront(torch.nn.Module):
+    """Valid waveforms and voiced masks to the segments the model runs on
+    (graph form).
+
+    The second step of :class:`GraphFront`: the segment grid of
+    ``UtteranceEncoder`` (``segment`` set: :func:`cut_segments`) or each
+    utterance as its own segment (``segment`` None). The weights average
+    each utterance's segment embeddings.
+
+    Arguments
+    ---------
+    segment, hop : int or None
+        Segment length and hop in samples (None: no grid).
+
+    Example
+    -------
+    >>> grid = SegmentFront(4000, 4000)
+    >>> seg, lens, mask, weights = grid(torch.randn(2, 9000),
+    ...                                 torch.tensor([9000, 4500]),
+    ...                                 torch.ones(2, 9000))
+    >>> seg.shape, lens.shape, mask.shape, weights.shape
+    (torch.Size([6, 4000]), torch.Size([6]), torch.Size([6, 4000]), \
+torch.Size([2, 6]))
+    """
+
+    def __init__(self, segment, hop):
+        super().__init__()
+        self.segment = segment
+        self.hop = hop or segment
+
+    def forward(self, wavs, n_samples, mask):
+        """Segments ``[segments, time']``, their relative lengths
+        ``[segments]`` and voiced masks ``[segments, time']``, and the
+        averaging weights ``[batch, segments]`` of :class:`VoicedFront`'s
+        outputs."""
+        if self.segment is not None:
+            seg, seg_mask, seg_lens, weights = cut_segments(
+                wavs, mask, n_samples, self.segment, self.hop
+            )
+            return seg, seg_lens, seg_mask, weights
+        batch, time = wavs.shape
+        rows = torch.arange(batch, device=wavs.device)
+        weights = (rows.unsqueeze(1) == rows).to(wavs.dtype)
+        return wavs, n_samples.to(wavs.dtype) / time, mask, weights
+
+
+class GraphFront(torch.nn.Module):
+    """Waveforms to the segments the model runs on (graph form):
+    :class:`VoicedFront` then :class:`SegmentFront`.
 
     Arguments
     ---------
@@ -376,33 +466,20 @@ torch.Size([2, 6]))
     def __init__(self, segment, hop, use_voiced_mask, madd_window,
                  madd_factor):
         super().__init__()
-        self.segment = segment
-        self.hop = hop or segment
-        self.use_voiced_mask = use_voiced_mask
-        self.madd_window = int(madd_window)
-        self.madd_factor = float(madd_factor)
+        self.voiced = VoicedFront(use_voiced_mask, madd_window, madd_factor)
+        self.grid = SegmentFront(segment, hop)
+
+    @property
+    def segment(self):
+        """Segment length in samples (None: each utterance whole)."""
+        return self.grid.segment
 
     def forward(self, wavs, wav_lens):
         """Segments ``[segments, time']``, their relative lengths
         ``[segments]`` and voiced masks ``[segments, time']``, and the
         averaging weights ``[batch, segments]`` of waveforms ``[batch,
         time]`` with relative lengths ``wav_lens`` ``[batch]``."""
-        batch, time = wavs.shape
-        n = lengths_to_samples(wav_lens, time).clamp(min=1)
-        samples = torch.arange(time, device=wavs.device) < n.unsqueeze(1)
-        wavs = wavs * samples.to(wavs.dtype)
-        if self.use_voiced_mask:
-            mask = graph_madd(wavs, n, self.madd_window, self.madd_factor)
-        else:
-            mask = samples.to(wavs.dtype)
-        if self.segment is not None:
-            seg, seg_mask, seg_lens, weights = cut_segments(
-                wavs, mask, n, self.segment, self.hop
-            )
-            return seg, seg_lens, seg_mask, weights
-        rows = torch.arange(batch, device=wavs.device)
-        weights = (rows.unsqueeze(1) == rows).to(wavs.dtype)
-        return wavs, n.to(wavs.dtype) / time, mask, weights
+        return self.grid(*self.voiced(wavs, wav_lens))
 
 
 class GraphBody(torch.nn.Module):
@@ -457,8 +534,9 @@ class PosteriorGraph(torch.nn.Module):
     """What ``EncoderClassifier.classify_batch`` computes, in graph form:
     :class:`GraphFront` then :class:`GraphBody`.
 
-    The ONNX export traces the two parts on their own (the body once,
-    whichever front feeds it: see ``onnx_compose.build_onnx``).
+    The ONNX export traces the parts on their own (the voiced mask and
+    the body once, whichever segment front runs between them: see
+    ``onnx_compose.build_onnx``).
 
     Arguments
     ---------
@@ -509,11 +587,9 @@ class PosteriorGraph(torch.nn.Module):
         return self.front.segment
 
     def whole_front(self):
-        """A :class:`GraphFront` that keeps each utterance whole (the
+        """A :class:`SegmentFront` that keeps each utterance whole (the
         model's path for clips of at most one segment)."""
-        front = self.front
-        return GraphFront(None, None, front.use_voiced_mask,
-                          front.madd_window, front.madd_factor)
+        return SegmentFront(None, None)
 
     def forward(self, wavs, wav_lens):
         """Posteriors ``[batch, classes]`` of waveforms ``[batch, time]``

@@ -8,14 +8,13 @@ groups, every training item once per epoch, files written once; and a
 killed run that resumes, the top layer fine-tuned from cached lower states
 under LayerDrop. Each launch is a real ``torchrun --standalone
 --nproc_per_node=2`` of a small worker script (about 15 s each on two
-cores).
+cores; the one-process reference runs in the test's process).
 """
 
 import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
@@ -30,66 +29,9 @@ RECIPE = os.path.abspath(os.path.join(
 ))
 FULL = os.path.join(RECIPE, "hparams", "am_resnet_w2v2.yaml")
 
-# Runs one fold (or cv) with run_fold / run_cv; records the ids of every
-# training batch per rank, and can crash in an epoch (a "kill").
-WORKER = textwrap.dedent('''
-    import json, os, sys, traceback
-    import speechbrain as sb
-    from amser_sb.training.distributed import exit_process
-    from amser_sb.training import cv, run
-    from amser_sb.training.brain import AMSERBrain
-
-    mode, out, hparams_file, *args = sys.argv[1:]
-    rank = int(os.environ.get("RANK", 0))
-    crash_epoch = int(os.environ.get("CRASH_EPOCH", 0))
-    real_fit_batch = AMSERBrain.fit_batch
-    seen = []
-
-    def recording_fit_batch(self, batch):
-        epoch = self.hparams.epoch_counter.current
-        if epoch == crash_epoch:
-            raise SystemExit(3)  # killed
-        items = [f"{u}@{s}" for u, s in zip(batch.utt_id,
-                                            batch.seg_start.tolist())]
-        seen.append([epoch, items])
-        return real_fit_batch(self, batch)
-
-    AMSERBrain.fit_batch = recording_fit_batch
-    real_init = AMSERBrain.init_optimizers
-
-    def recording_init(self):
-        real_init(self)
-        groups = [{"name": g.get("name"), "lr": g["lr"],
-                   "n_params": len(g["params"])}
-                  for g in self.optimizer.param_groups]
-        with open(os.path.join(out, f"groups_rank{rank}.json"), "w") as f:
-            json.dump({"groups": groups,
-                       "find_unused": bool(self.find_unused_parameters)}, f)
-
-    AMSERBrain.init_optimizers = recording_init
-    status = 0
-    try:
-        if mode == "fold":
-            overrides = "\\n".join(
-                a[2:].replace("=", ": ", 1) for a in args)
-            run.run_fold(hparams_file,
-                        {"device": "cpu", "noprogressbar": True}, overrides)
-        else:
-            cv.run_cv([hparams_file, "--device=cpu", "--noprogressbar",
-                       *args])
-    except SystemExit as exc:
-        status = exc.code
-        raise
-    except BaseException:
-        traceback.print_exc()
-        status = 1
-        raise
-    finally:
-        with open(os.path.join(out, f"seen_rank{rank}.json"), "w") as f:
-            json.dump(seen, f)
-        # as train.py and amser-sb cv end under torchrun
-        exit_process(status)
-''')
+#: The run each process makes (a script under torchrun, a function here).
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                      "ddp_worker.py")
 
 
 def _no_dropout_w2v2(folder, layerdrop=0.0):
@@ -123,10 +65,8 @@ def setup(tmp_path_factory):
                         min_dur=1.0, max_dur=2.0)
     w2v = _no_dropout_w2v2(root / "w2v")
     layerdrop = _no_dropout_w2v2(root / "w2v_layerdrop", layerdrop=0.5)
-    worker = root / "worker.py"
-    worker.write_text(WORKER)
-    return {"corpus": str(corpus), "w2v": w2v, "worker": str(worker),
-            "root": root, "w2v_layerdrop": layerdrop}
+    return {"corpus": str(corpus), "w2v": w2v, "root": root,
+            "w2v_layerdrop": layerdrop}
 
 
 def _args(setup, out, batch_size, **extra):
@@ -148,21 +88,33 @@ def _failure(proc):
 
 
 def _launch(setup, out, mode, args, nproc, env_extra=None, check=True):
-    """Runs the worker on ``nproc`` processes (torchrun) or one (python)."""
+    """Runs the worker on ``nproc`` processes (``torchrun``)."""
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
                **(env_extra or {}))
-    cmd = [setup["worker"], mode, str(out), FULL, *args]
-    if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}", *cmd]
-    else:
-        cmd = [sys.executable, *cmd]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", WORKER, mode, str(out), FULL, *args]
     proc = subprocess.run(cmd, cwd=RECIPE, env=env, capture_output=True,
                           text=True, timeout=int(os.environ.get("DDP_TEST_TIMEOUT", 300)))
     if check:
         assert proc.returncode == 0, _failure(proc)
     return proc
+
+
+def _run_here(monkeypatch, out, mode, args):
+    """The one-process reference: the worker's run in this process (one
+    thread, as each torchrun process), which saves an interpreter's start."""
+    from ddp_worker import run
+
+    out.mkdir(parents=True, exist_ok=True)
+    monkeypatch.chdir(RECIPE)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert run(mode, str(out), FULL, args) == 0
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _last_checkpoint(fold):
@@ -232,7 +184,7 @@ def _with_layerdrop(setup, args):
     return [a.replace(setup["w2v"], setup["w2v_layerdrop"]) for a in args]
 
 
-def test_two_processes_with_layerdrop_equal_one_process(setup):
+def test_two_processes_with_layerdrop_equal_one_process(setup, monkeypatch):
     """``SSL_ALONE`` (the whole encoder fine-tuned, layer weights) on 2
     processes x batch 4, its configuration with LayerDrop 0.5, ends where
     1 process x batch 8 without LayerDrop ends: the processes share the
@@ -240,7 +192,7 @@ def test_two_processes_with_layerdrop_equal_one_process(setup):
     weights combine the hidden states (a skipped layer would change the
     parameters)."""
     one, two = setup["root"] / "one", setup["root"] / "two"
-    _launch(setup, one, "fold", _args(setup, one, 8, **SSL_ALONE), nproc=1)
+    _run_here(monkeypatch, one, "fold", _args(setup, one, 8, **SSL_ALONE))
     _launch(setup, two, "fold",
             _with_layerdrop(setup, _args(setup, two, 4, **SSL_ALONE)),
             nproc=2)

@@ -223,8 +223,11 @@ def test_edited_n_classes_is_one_clear_error(trained, tmp_path, capsys):
                         savedir=str(tmp_path / "sd2"))
 
 
-def test_classify_cli_long_recording(trained, tmp_path):
-    """A one-minute recording: per-window emotions with timestamps."""
+def test_classify_cli_long_recording(trained, tmp_path, capsys,
+                                     monkeypatch):
+    """A one-minute recording: per-window emotions with timestamps (the
+    command in this process: ``test_onnx.py`` runs it as ``python -m
+    amser_sb.cli``)."""
     paths = sorted(_wav_paths(trained["root"]).values())
     pieces, total = [], 0
     rng = np.random.default_rng(0)
@@ -236,16 +239,15 @@ def test_classify_cli_long_recording(trained, tmp_path):
     recording = np.concatenate(pieces)[: 60 * 16000]
     recording[20 * 16000 : 30 * 16000] = 0.0  # ten seconds of silence
     sf.write(tmp_path / "long.wav", recording, 16000)
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "amser_sb.cli", "classify",
-         str(tmp_path / "long.wav"), "--model", trained["model"],
-         "--savedir", str(tmp_path / "sd"), "--window", "4", "--hop", "2",
-         "--json"],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    from amser_sb.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    status = main(["classify", str(tmp_path / "long.wav"), "--model",
+                   trained["model"], "--savedir", str(tmp_path / "sd"),
+                   "--window", "4", "--hop", "2", "--json"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err[-3000:]
+    out = json.loads(captured.out.strip().splitlines()[-1])
     assert out["duration"] == pytest.approx(60.0)
     windows = out["windows"]
     assert len(windows) == 29  # 0-4, 2-6, ..., 56-60

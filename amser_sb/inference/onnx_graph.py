@@ -41,7 +41,9 @@ def sliding_max(x, window):
     window is the maximum of two overlapping spans (exact). Every step keeps
     the length (the shifted copy is zero-padded at the end: only the last
     ``window - 1`` outputs see the padding, and they are cut once at the
-    end), so that no step costs the graph a computation of a new length.
+    end), so that no step costs the graph a computation of a new length,
+    and shifts and the cut are pads (negative ones drop samples), which
+    need no shape computation either.
 
     Arguments
     ---------
@@ -62,12 +64,24 @@ def sliding_max(x, window):
     """
     span, spans = 1, x
     while 2 * span <= window:
-        spans = torch.maximum(spans, F.pad(spans[:, span:], (0, span)))
+        spans = torch.maximum(spans, shift_left(spans, span))
         span *= 2
     if span < window:
-        rest = window - span
-        spans = torch.maximum(spans, F.pad(spans[:, rest:], (0, rest)))
-    return spans[:, : x.shape[1] - window + 1]
+        spans = torch.maximum(spans, shift_left(spans, window - span))
+    return F.pad(spans, (0, 1 - window))
+
+
+def shift_left(x, k):
+    """``x`` ``[batch, time]`` moved ``k`` samples to the left, zeros
+    coming in at the end: one ``Pad`` (negative at the start) in the graph,
+    where a slice and a pad cost a dozen shape operations.
+
+    Example
+    -------
+    >>> shift_left(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), 1)
+    tensor([[2., 3., 4., 0.]])
+    """
+    return F.pad(x, (-k, k))
 
 
 def graph_madd(
@@ -135,13 +149,15 @@ def graph_madd(
     voiced = ~silent
     if clip_level is not None:
         voiced = voiced | (valid & (torch.maximum(hi, -lo) >= clip_level))
+    # each sample's windows: those starting up to window - 1 samples
+    # before it (the pads: window - 1 on either side, the last window cut)
     if keep == "any_voiced":
-        v = F.pad((voiced & valid).float(), (window - 1, window - 1))
+        v = F.pad((voiced & valid).float(), (window - 1, -1))
         covered = sliding_max(v, window) > 0
     else:
-        s = F.pad((~voiced & valid).float(), (window - 1, window - 1))
+        s = F.pad((~voiced & valid).float(), (window - 1, -1))
         covered = sliding_max(s, window) == 0
-    mask = covered[:, :time] & long_rows
+    mask = covered & long_rows
     samples = torch.arange(time, device=x.device).unsqueeze(0) < n
     floor = torch.finfo(x.dtype).min
     hi_s = torch.where(samples, x, floor).amax(dim=1, keepdim=True)

@@ -182,6 +182,83 @@ def test_the_model_body_is_in_the_graph_once(fusion_model):
     assert len({init.name for init in weights}) == len(weights)
 
 
+@pytest.mark.parametrize("kernel,stride,pads,bias", [
+    (3, 2, (0, 0), True), (2, 2, (0, 0), False), (1, 1, (0, 0), True),
+    (3, 1, (1, 1), True), (3, 2, (1, 1), False), (10, 5, (2, 0), True),
+])
+def test_convolution_as_matmul_equals_conv(kernel, stride, pads, bias):
+    """Property: the rewritten convolution gives the Conv's output, for
+    odd and even lengths (a last partial window dropped) and any batch."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from amser_sb.inference.onnx_int8 import convolutions_as_matmuls
+
+    rng = np.random.default_rng(kernel * 10 + stride)
+    inits = [numpy_helper.from_array(
+        rng.standard_normal((5, 6, kernel)).astype(np.float32), "w")]
+    inputs = ["x", "w"]
+    if bias:
+        inits.append(numpy_helper.from_array(
+            rng.standard_normal(5).astype(np.float32), "b"))
+        inputs.append("b")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", inputs, ["y"], strides=[stride],
+                          pads=list(pads), name="conv")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                       [None, 6, None])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits)
+    model = helper.make_model(graph,
+                              opset_imports=[helper.make_opsetid("", 20)])
+    conv = onnxruntime.InferenceSession(model.SerializeToString())
+    assert convolutions_as_matmuls(model, min_inputs=1) == 1
+    assert "Conv" not in {node.op_type for node in model.graph.node}
+    assert [i.name for i in model.graph.initializer if i.name == "w"] == []
+    matmul = onnxruntime.InferenceSession(model.SerializeToString())
+    for batch, time in ((1, kernel + 3), (3, 40), (2, 41)):
+        x = rng.standard_normal((batch, 6, time)).astype(np.float32)
+        ref = conv.run(None, {"x": x})[0]
+        got = matmul.run(None, {"x": x})[0]
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_int8_file_quantizes_the_convolutions_as_matmuls(fusion_model,
+                                                         tmp_path):
+    """The whole fused graph with every 1-D convolution rewritten (the
+    tiny encoder's are below the size threshold, so all are forced here)
+    gives float32's posteriors; its int8 file quantises them."""
+    import onnx
+
+    from amser_sb.inference.onnx_int8 import (
+        convolutions_as_matmuls,
+        quantize_int8,
+    )
+
+    model_dir, _ = fusion_model
+    model = onnx.load(os.path.join(model_dir, "model.onnx"))
+    n_conv = sum(1 for node in model.graph.node if node.op_type == "Conv"
+                 and len(node.input) > 1 and any(
+                     i.name == node.input[1] and len(i.dims) == 3
+                     for i in model.graph.initializer))
+    rewritten = convolutions_as_matmuls(model, min_inputs=1)
+    assert rewritten >= 3 and rewritten <= n_conv  # the encoder's layers
+    path = str(tmp_path / "matmul.onnx")
+    onnx.save(model, path)
+    clips = check_clips([0.61, 2.2], 16000, seed=11)
+    wavs, lens = pad_batch(clips)
+    feeds = {"wavs": wavs.numpy(), "wav_lens": lens.numpy()}
+    ref = onnxruntime.InferenceSession(
+        os.path.join(model_dir, "model.onnx")).run(None, feeds)[0]
+    got = onnxruntime.InferenceSession(path).run(None, feeds)[0]
+    assert np.abs(got - ref).max() <= 1e-5
+    quantize_int8(path, str(tmp_path / "int8.onnx"))
+    ops = {node.op_type
+           for node in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".int8-")]
+
+
 def test_onnx_matches_pytorch_alone_and_batched(fusion_model, tmp_path):
     """Lengths the export check did not use, single clips and one padded
     batch of 5 (each branch of the graph: all clips shorter than a segment

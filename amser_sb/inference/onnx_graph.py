@@ -461,13 +461,9 @@ class GraphFront(torch.nn.Module):
     Arguments
     ---------
     segment, hop : int or None
-        Segment length and hop in samples (None: no grid).
-    use_voiced_mask : bool
-        MADD mask (False: every valid sample counts).
-    madd_window : int
-        MADD window in samples.
-    madd_factor : float
-        MADD threshold factor.
+        As :class:`SegmentFront`'s.
+    use_voiced_mask, madd_window, madd_factor
+        As :class:`VoicedFront`'s.
 
     Example
     -------

@@ -105,8 +105,55 @@ def export_graph(graph, inputs, input_names, output_names):
         )
     model = onnx_program.model_proto
     keep_input_names(model, input_names)
+    cast_like_as_cast(model)
     fold_weight_transposes(model)
     return model
+
+
+def cast_like_as_cast(model):
+    """Each ``CastLike`` whose target type is known becomes a ``Cast`` to
+    that type. In place.
+
+    The exporter writes ``CastLike`` for the constants of many operators
+    (Whisper's STFT window padding among them); onnxruntime has no kernel
+    to fold it at load time and warns about every such node when a session
+    is opened with default logging (the torch-free example's). A ``Cast``
+    computes the same and folds.
+
+    Arguments
+    ---------
+    model : onnx.ModelProto
+
+    Returns
+    -------
+    int
+        How many nodes were replaced.
+    """
+    from onnx import helper
+
+    graph = model.graph
+    types = {init.name: init.data_type for init in graph.initializer}
+    for value in [*graph.input, *graph.value_info, *graph.output]:
+        if value.type.HasField("tensor_type"):
+            types[value.name] = value.type.tensor_type.elem_type
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    types[node.output[0]] = attr.t.data_type
+    replaced = 0
+    for i, node in enumerate(graph.node):
+        if node.op_type != "CastLike" or node.domain not in ("", "ai.onnx"):
+            continue
+        target = types.get(node.input[1])
+        if not target:
+            continue
+        graph.node[i].CopyFrom(helper.make_node(
+            "Cast", [node.input[0]], list(node.output), to=target,
+            name=node.name,
+        ))
+        replaced += 1
+    return replaced
 
 
 def keep_input_names(model, input_names):

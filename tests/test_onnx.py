@@ -35,7 +35,7 @@ from amser_sb.inference.onnx_contract import (  # noqa: E402
     pad_batch,
 )
 from amser_sb.inference.onnx_export import export_onnx  # noqa: E402
-from amser_sb.inference.onnx_graph import graph_madd  # noqa: E402
+from amser_sb.inference.onnx_madd import graph_madd  # noqa: E402
 from amser_sb.inference.onnx_graph_encoders import (  # noqa: E402
     GraphWav2Vec2,
     GraphWhisper,

@@ -41,12 +41,15 @@ def sliding_max(x, window):
     Returns
     -------
     torch.Tensor
-        ``[batch, time - window + 1]``.
+        ``[batch, time - window + 1]``: the values of
+        ``amser_sb.core.madd.sliding_max_doubling``, whose steps shorten
+        the signal (fine for ``torch.compile``, a new length each step in a
+        graph).
 
     Example
     -------
-    >>> sliding_max(torch.tensor([[1.0, 3.0, 2.0, 0.0, 5.0]]), 3)
-    tensor([[3., 3., 5.]])
+    >>> sliding_max(torch.tensor([[4.0, 1.0, 0.0, 2.0, 7.0, 3.0]]), 3)
+    tensor([[4., 2., 7., 7.]])
     """
     span, spans = 1, x
     while 2 * span <= window:

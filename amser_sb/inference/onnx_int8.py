@@ -30,12 +30,13 @@ from amser_sb.inference.onnx_compose import quiet_logger
 #: not a first layer on the waveform (1 x 10) or on 80 mel bands (80 x 3).
 MIN_CONV_INPUTS = 512
 
+
 def _attributes(node):
-    out = {}
-    for attr in node.attribute:
-        out[attr.name] = list(attr.ints) if attr.ints else (
-            attr.s.decode() if attr.s else attr.i)
-    return out
+    """``{name: value}`` of a node's attributes (onnx's own decoding)."""
+    from onnx import helper
+
+    return {attr.name: helper.get_attribute_value(attr)
+            for attr in node.attribute}
 
 
 def _rewritable(node, inits, min_inputs):
@@ -47,8 +48,8 @@ def _rewritable(node, inits, min_inputs):
     if weight is None or len(weight.dims) != 3:
         return None
     attrs = _attributes(node)
-    if attrs.get("group", 1) != 1 or attrs.get("auto_pad", "NOTSET") not in (
-            "NOTSET", 0, ""):
+    if attrs.get("group", 1) != 1 or attrs.get("auto_pad", b"NOTSET") not in (
+            b"NOTSET", b""):
         return None
     if any(d != 1 for d in attrs.get("dilations", [1])):
         return None
@@ -219,20 +220,29 @@ def quantize_int8(src, dst):
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    def quantize(path):
+        # the quantiser reports each tensor it skips (and advises a
+        # pre-processing that the folded transposes stand for) on the root
+        # logger: dozens of lines that are not the user's concern
+        with quiet_logger(logging.getLogger()):
+            quantize_dynamic(
+                path, dst, weight_type=QuantType.QInt8,
+                op_types_to_quantize=["MatMul"], per_channel=True,
+                extra_options={"EnableSubgraph": True},
+            )
+
     model = onnx.load(src)
-    convolutions_as_matmuls(model)
+    if not convolutions_as_matmuls(model):
+        del model
+        quantize(src)
+        return
+    # the rewritten model goes through a file next to ``dst`` (the
+    # quantiser would deep-copy an in-memory model and write it to the
+    # system's temporary folder: three copies in memory at once)
     with tempfile.TemporaryDirectory(
         prefix=".int8-", dir=os.path.dirname(os.path.abspath(dst))
     ) as staging:
         rewritten = os.path.join(staging, "matmul.onnx")
         onnx.save_model(model, rewritten)
         del model
-        # the quantiser reports each tensor it skips (and advises a
-        # pre-processing that the folded transposes stand for) on the root
-        # logger: dozens of lines that are not the user's concern
-        with quiet_logger(logging.getLogger()):
-            quantize_dynamic(
-                rewritten, dst, weight_type=QuantType.QInt8,
-                op_types_to_quantize=["MatMul"], per_channel=True,
-                extra_options={"EnableSubgraph": True},
-            )
+        quantize(rewritten)

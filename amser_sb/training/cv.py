@@ -214,6 +214,7 @@ def run_cv(argv):
                     "macro_F1": summary.get("macro_F1"),
                     "recall": summary.get("recall", {}),
                     "epoch": summary.get("epoch"),
+                    "model_selection": summary.get("model_selection"),
                 }
             )
     except (AmserUserError, ManifestError) as err:

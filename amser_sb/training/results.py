@@ -20,7 +20,7 @@ from amser_sb.core.metrics import json_safe
 from amser_sb.data.protocols.registry import find_protocol
 
 __all__ = ["protocol_title", "fold_test_groups", "summarize_folds",
-           "write_results"]
+           "which_checkpoint", "write_results"]
 
 
 def protocol_title(protocol):
@@ -138,6 +138,48 @@ def _fmt(value, digits=2):
     return f"{value:.{digits}f}"
 
 
+#: How each ``model_selection`` picks the tested checkpoint, in words.
+SELECTION_WORDS = {
+    "last": "with the last epoch's checkpoint",
+    "best_valid": "with the checkpoint of best validation UA",
+}
+
+
+def which_checkpoint(per_fold):
+    """Which checkpoint the folds tested, in words (their
+    ``model_selection``).
+
+    Arguments
+    ---------
+    per_fold : list of dict
+        The folds' rows (``model_selection``: None when not recorded).
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> which_checkpoint([{"fold": 1, "model_selection": "last"}])
+    "with the last epoch's checkpoint"
+    >>> which_checkpoint([{"fold": 1, "model_selection": "last"},
+    ...                    {"fold": 2, "model_selection": "best_valid"}])
+    'with the checkpoint of last (folds 1), best_valid (folds 2)'
+    """
+    folds = {}
+    for row in per_fold:
+        folds.setdefault(row.get("model_selection"), []).append(row["fold"])
+    if len(folds) == 1:
+        (selection,) = folds
+        if selection in SELECTION_WORDS:
+            return SELECTION_WORDS[selection]
+    return "with the checkpoint of " + ", ".join(
+        f"{selection or 'an unrecorded model_selection'} (folds "
+        f"{', '.join(str(f) for f in numbers)})"
+        for selection, numbers in folds.items()
+    )
+
+
 @sb.utils.distributed.main_process_only
 def write_results(folder, per_fold, title, protocol):
     """Writes ``results.md`` and ``results.json`` (paper's Table 5 shape).
@@ -148,7 +190,9 @@ def write_results(folder, per_fold, title, protocol):
         Output folder (``<output_root>/<protocol>``).
     per_fold : list of dict
         One dict per fold: ``fold``, ``test_groups``, ``WA``, ``UA``,
-        ``macro_F1``, ``recall``, ``n_utterances``, ``epoch``.
+        ``macro_F1``, ``recall``, ``n_utterances``, ``epoch`` (the tested
+        checkpoint's), ``model_selection`` (what chose it; None when the
+        fold did not record it).
     title : str
         Heading of the Markdown file (e.g. the experiment name).
     protocol : str
@@ -164,7 +208,7 @@ def write_results(folder, per_fold, title, protocol):
     labels = list(summary["recall"])
     heading, unit, _ = protocol_title(protocol)
     head = ["Fold", f"Test {unit}", "Utts", "WA (%)", "UA (%)", "F1 (%)"]
-    head += [f"{label} recall (%)" for label in labels] + ["Best epoch"]
+    head += [f"{label} recall (%)" for label in labels] + ["Tested epoch"]
     lines = [
         f"# {title}: {len(per_fold)} folds, {heading}",
         "",
@@ -195,8 +239,8 @@ def write_results(folder, per_fold, title, protocol):
         "",
         "WA: accuracy; UA: mean per-class recall; F1: macro-F1; per "
         "utterance (softmax of the mean segment log-probability), on the test "
-        f"{unit}'s clear utterances, with the checkpoint of best validation "
-        "UA. std: sample standard deviation over folds.",
+        f"{unit}'s clear utterances, {which_checkpoint(per_fold)}. std: "
+        "sample standard deviation over folds.",
         "",
     ]
     os.makedirs(folder, exist_ok=True)

@@ -4,8 +4,8 @@ wav2vec 2.0 cross-feature fusion (Li & Zhang, Digital Communications and
 Networks, 2025).
 
 Trains one fold of a cross-validation protocol (``--protocol``, ``--fold``)
-and tests the checkpoint with the best validation UA on the fold's test
-speaker (or session)::
+and tests the checkpoint that ``model_selection`` names (the last epoch's,
+or the best validation UA's) on the fold's test speaker (or session)::
 
     python train.py hparams/am_resnet_w2v2.yaml \\
         --data_folder=/data/IEMOCAP_full_release
@@ -52,7 +52,7 @@ if __name__ == "__main__":
         # The fold, as amser-sb cv runs each one: experiment folder, data
         # preparation on the main process, datasets, AMSERBrain.fit (an
         # interrupted run resumes from its latest checkpoint), test of the
-        # checkpoint with the best validation UA (writes test_*).
+        # checkpoint that model_selection names (writes test_*).
         train_fold(hparams, hparams_file, run_opts, overrides)
     except Exception as err:
         # A user error: one line naming the file and the fix, status 2

@@ -185,10 +185,13 @@ def test_the_model_body_is_in_the_graph_once(fusion_model):
 @pytest.mark.parametrize("kernel,stride,pads,bias", [
     (3, 2, (0, 0), True), (2, 2, (0, 0), False), (1, 1, (0, 0), True),
     (3, 1, (1, 1), True), (3, 2, (1, 1), False), (10, 5, (2, 0), True),
+    (8, 3, (0, 0), True), (4, 3, (1, 2), False), (2, 3, (0, 0), True),
 ])
 def test_convolution_as_matmul_equals_conv(kernel, stride, pads, bias):
     """Property: the rewritten convolution gives the Conv's output, for
-    odd and even lengths (a last partial window dropped) and any batch."""
+    odd and even lengths (a last partial window dropped) and any batch,
+    kernels that are a multiple of the stride or not (a last block of
+    fewer taps: one, two, or all of them)."""
     from onnx import TensorProto, helper, numpy_helper
 
     from amser_sb.inference.onnx_int8 import convolutions_as_matmuls

@@ -8,10 +8,10 @@ wav2vec2-family encoder the convolutional feature encoder is about half of
 what is left in float32 after the ``MatMul`` weights are quantised, so
 :func:`convolutions_as_matmuls` first rewrites each large 1-D convolution
 (``[batch, channels, time]``, one group) of the int8 file as what it
-computes: the ``kernel`` shifted views of its input side by side (one
-``[batch, frames, kernel * channels]`` matrix, strided slices and a concat)
-times the weight as a ``[kernel * channels, out_channels]`` matrix, which
-the quantiser then makes int8 like any other ``MatMul``. The float32 file
+computes: its windows read ``stride`` taps at a time (for each block of
+taps one slice of the time-major input reshaped to ``[batch, frames,
+stride * channels]``) times the weight rows of those taps, summed; the
+quantiser then makes each product int8 like any other ``MatMul``. The float32 file
 keeps its convolutions (as matrix products they are slower in float32).
 
 Authors
@@ -60,13 +60,18 @@ def _rewritable(node, inits, min_inputs):
 
 
 def convolutions_as_matmuls(model, min_inputs=MIN_CONV_INPUTS):
-    """Rewrite each large 1-D ``Conv`` of ``model`` as strided ``Slice`` s,
-    a ``Concat`` and a ``MatMul`` with an initializer weight. In place.
+    """Rewrite each large 1-D ``Conv`` of ``model`` as ``MatMul`` s with
+    initializer weights over slices of its input. In place.
 
     ``y[b, m, t] = bias[m] + sum_{c, k} W[m, c, k] x[b, c, t * stride + k]``
     (after zero padding) is ``X @ W2`` with ``X[b, t, k * channels + c] =
-    x[b, c, t * stride + k]`` and ``W2[k * channels + c, m] = W[m, c, k]``;
-    the slices are taken time-major, between two transposes that
+    x[b, c, t * stride + k]`` and ``W2[k * channels + c, m] = W[m, c, k]``.
+    ``X``'s columns of taps ``j * stride`` to ``j * stride + stride - 1``
+    are the time-major input from frame ``j * stride`` on, reshaped to
+    ``[frames, stride * channels]``: ``X @ W2`` is the sum over such
+    blocks of one slice, a free ``Reshape`` and a ``MatMul`` (a last block
+    of fewer taps takes one strided slice per tap). The slices are taken
+    time-major, between two transposes that
     onnxruntime cancels across the elementwise operations that join
     consecutive convolutions.
 
@@ -130,9 +135,7 @@ def convolutions_as_matmuls(model, min_inputs=MIN_CONV_INPUTS):
         w = numpy_helper.to_array(weight)
         out_channels, channels, kernel = w.shape
         p = f"{node.name or node.output[0]}/as_matmul/"
-        matrix = np.ascontiguousarray(
-            w.transpose(2, 1, 0).reshape(kernel * channels, out_channels))
-        added.append(numpy_helper.from_array(matrix, p + "weight"))
+        matrix = w.transpose(2, 1, 0).reshape(kernel * channels, out_channels)
         step = [helper.make_node("Transpose", [node.input[0]], [p + "xt"],
                                  perm=[0, 2, 1], name=p + "transpose_in")]
         x = p + "xt"
@@ -142,7 +145,14 @@ def convolutions_as_matmuls(model, min_inputs=MIN_CONV_INPUTS):
                 [p + "padded"], name=p + "pad"))
             x = p + "padded"
         # the last window starts at span = stride * ((time - kernel) //
-        # stride): view k runs from k to span + k, every stride-th frame
+        # stride); the windows are read in blocks of ``stride`` taps:
+        # block j holds taps j * stride ... j * stride + stride - 1 of
+        # every window, i.e. input frames j * stride ... span + j * stride
+        # + stride - 1 viewed as [frames, stride * channels] (a contiguous
+        # slice and a free reshape), and its product with the weight rows
+        # of those taps is one term of the output; a last block of fewer
+        # taps (kernel not a multiple of stride) is read tap by tap
+        # (strided slices). Half the copying of one strided view per tap.
         step += [
             helper.make_node("Shape", [x], [p + "time"], start=1, end=2,
                              name=p + "time"),
@@ -155,27 +165,59 @@ def convolutions_as_matmuls(model, min_inputs=MIN_CONV_INPUTS):
             helper.make_node("Mul", [p + "last", p + "stride"],
                              [p + "span"], name=p + "span"),
         ]
-        views = []
-        for k in range(kernel):
-            views.append(p + f"view{k}")
-            step += [
-                helper.make_node("Add", [p + "span",
-                                         constant(p + f"past{k}", [k + 1])],
-                                 [p + f"end{k}"], name=p + f"end{k}"),
-                helper.make_node(
-                    "Slice", [x, constant(p + f"start{k}", [k]), p + f"end{k}",
-                              constant(p + f"axis{k}", [1]), p + "stride"],
-                    [views[-1]], name=p + f"slice{k}"),
-            ]
-        if kernel > 1:
-            step.append(helper.make_node("Concat", views, [p + "windows"],
-                                         axis=2, name=p + "concat"))
-            windows = p + "windows"
-        else:
-            windows = views[0]
-        step.append(helper.make_node("MatMul", [windows, p + "weight"],
-                                     [p + "y"], name=p + "matmul"))
-        y = p + "y"
+        terms = []
+        for j, first in enumerate(range(0, kernel, stride)):
+            taps = min(stride, kernel - first)
+            b = f"{p}block{j}/"
+            rows = matrix[first * channels:(first + taps) * channels]
+            added.append(numpy_helper.from_array(
+                np.ascontiguousarray(rows), b + "weight"))
+            if taps == stride:
+                step += [
+                    helper.make_node(
+                        "Add", [p + "span",
+                                constant(b + "past", [first + stride])],
+                        [b + "end"], name=b + "end"),
+                    helper.make_node(
+                        "Slice", [x, constant(b + "start", [first]),
+                                  b + "end", constant(b + "axis", [1])],
+                        [b + "frames"], name=b + "slice"),
+                    helper.make_node(
+                        "Reshape", [b + "frames", constant(
+                            b + "shape", [0, -1, stride * channels])],
+                        [b + "windows"], name=b + "reshape"),
+                ]
+            else:
+                views = []
+                for k in range(first, first + taps):
+                    views.append(b + f"view{k}")
+                    step += [
+                        helper.make_node(
+                            "Add", [p + "span",
+                                    constant(b + f"past{k}", [k + 1])],
+                            [b + f"end{k}"], name=b + f"end{k}"),
+                        helper.make_node(
+                            "Slice", [x, constant(b + f"start{k}", [k]),
+                                      b + f"end{k}",
+                                      constant(b + f"axis{k}", [1]),
+                                      p + "stride"],
+                            [views[-1]], name=b + f"slice{k}"),
+                    ]
+                if taps > 1:
+                    step.append(helper.make_node(
+                        "Concat", views, [b + "windows"], axis=2,
+                        name=b + "concat"))
+            windows = b + "windows" if taps > 1 or taps == stride else views[0]
+            step.append(helper.make_node(
+                "MatMul", [windows, b + "weight"], [b + "y"],
+                name=b + "matmul"))
+            if terms:
+                step.append(helper.make_node(
+                    "Add", [terms[-1], b + "y"], [b + "sum"], name=b + "sum"))
+                terms.append(b + "sum")
+            else:
+                terms.append(b + "y")
+        y = terms[-1]
         if len(node.input) > 2 and node.input[2]:
             step.append(helper.make_node("Add", [y, node.input[2]],
                                          [p + "biased"], name=p + "bias"))

@@ -152,7 +152,7 @@ def convolutions_as_matmuls(model, min_inputs=MIN_CONV_INPUTS):
         # slice and a free reshape), and its product with the weight rows
         # of those taps is one term of the output; a last block of fewer
         # taps (kernel not a multiple of stride) is read tap by tap
-        # (strided slices). Half the copying of one strided view per tap.
+        # (strided slices).
         step += [
             helper.make_node("Shape", [x], [p + "time"], start=1, end=2,
                              name=p + "time"),
@@ -187,6 +187,7 @@ def convolutions_as_matmuls(model, min_inputs=MIN_CONV_INPUTS):
                             b + "shape", [0, -1, stride * channels])],
                         [b + "windows"], name=b + "reshape"),
                 ]
+                windows = b + "windows"
             else:
                 views = []
                 for k in range(first, first + taps):
@@ -203,11 +204,12 @@ def convolutions_as_matmuls(model, min_inputs=MIN_CONV_INPUTS):
                                       p + "stride"],
                             [views[-1]], name=b + f"slice{k}"),
                     ]
+                windows = views[0]
                 if taps > 1:
+                    windows = b + "windows"
                     step.append(helper.make_node(
-                        "Concat", views, [b + "windows"], axis=2,
+                        "Concat", views, [windows], axis=2,
                         name=b + "concat"))
-            windows = b + "windows" if taps > 1 or taps == stride else views[0]
             step.append(helper.make_node(
                 "MatMul", [windows, b + "weight"], [b + "y"],
                 name=b + "matmul"))

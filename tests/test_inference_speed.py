@@ -171,3 +171,27 @@ def test_benchmark_quick_run_prints_the_table(tmp_path, model_dir, capsys):
     assert f"model folder {model_dir}" in out
     wav, _ = sf.read(os.path.join(workdir, "audio", "recording_13s.wav"))
     assert wav.shape == (13 * 16000,)
+
+
+def test_roofline_counts_the_work_of_whole_clips(model_dir, audio, tmp_path):
+    """``benchmarks/roofline.py``: the counted work of whole clips is the
+    sum of its clips' (each clip counted alone), every top-level part
+    counted, and the matrix-product rates come from real sessions."""
+    spec = importlib.util.spec_from_file_location(
+        "roofline", os.path.join(HERE, "..", "benchmarks", "roofline.py"))
+    roof = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(roof)
+    _, clips = audio
+    clips = clips[:2]
+    total, parts, seconds = roof.count_work(model_dir, str(tmp_path), clips)
+    assert seconds == pytest.approx(sum(sf.info(c).duration for c in clips))
+    alone = [roof.count_work(model_dir, str(tmp_path), [c])[0]
+             for c in clips]
+    assert total == sum(alone) > 0
+    rows = roof._parts_table(parts, total)
+    names = [name for name, _ in rows]
+    assert any(name.endswith(".am_resnet") for name in names)
+    # parts under 0.5% of the work (the classifier head) are left out
+    assert sum(flops for _, flops in rows) == pytest.approx(total, rel=5e-3)
+    rates = roof.onnx_rates((8, 16, 16), 1, 2, str(tmp_path))
+    assert len(rates) == 2 and all(0 < r < float("inf") for r in rates)

@@ -150,7 +150,7 @@ def measure_runtimes(model_dir, workdir, clips, threads, rounds):
     return rows
 
 
-def _parts_table(parts, total):
+def parts_table(parts, total):
     """The largest counted modules below the model's top level, each
     counted once (a module's count includes its children)."""
     names = sorted(n for n in parts if n.count(".") == 2 and parts[n] > 0)
@@ -259,7 +259,7 @@ def main(argv=None):
           f"{audio:.1f} s of audio\n")
     print("| counted part | GFLOP per audio second | share |")
     print("|---|---:|---:|")
-    for name, flops in _parts_table(parts, total):
+    for name, flops in parts_table(parts, total):
         print(f"| {name} | {flops / audio / 1e9:.3f} | "
               f"{flops / total:.1%} |")
     print(f"| **all** | **{per_second:.3f}** | 100% |\n")

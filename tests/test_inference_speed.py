@@ -188,7 +188,7 @@ def test_roofline_counts_the_work_of_whole_clips(model_dir, audio, tmp_path):
     alone = [roof.count_work(model_dir, str(tmp_path), [c])[0]
              for c in clips]
     assert total == sum(alone) > 0
-    rows = roof._parts_table(parts, total)
+    rows = roof.parts_table(parts, total)
     names = [name for name, _ in rows]
     assert any(name.endswith(".am_resnet") for name in names)
     # parts under 0.5% of the work (the classifier head) are left out

@@ -65,6 +65,9 @@ Usage::
     python benchmarks/inference_speed.py --quick         # tiny backbone
     python benchmarks/inference_speed.py --model exported_model_dir
     python benchmarks/inference_speed.py --workdir /tmp/ib  # keep the model
+    python benchmarks/inference_speed.py --model demo_output/model \
+        --clips demo_output/manifests/wav16k --modes clips \
+        --precisions float32,onnx,onnx-int8 --no-rss  # real speech
 
 It exits with status 1 when no measured row meets the goal.
 
@@ -127,6 +130,12 @@ def parse_args(argv=None):
         "--model", default=None,
         help="an exported model folder to measure instead of the built "
         "random one (e.g. a trained model: real posterior deviations)",
+    )
+    parser.add_argument(
+        "--clips", default=None,
+        help="a folder of audio files (.wav, .flac) classified in the whole-"
+        "clips mode instead of the recording's utterances (with --model: "
+        "deviations and label agreement on real speech)",
     )
     parser.add_argument(
         "--rounds", type=int, default=1,
@@ -204,6 +213,28 @@ def build_model_folder(workdir, size, feat_extract_norm="group"):
     return random_model_folder(RECIPE, overrides,
                                os.path.join(workdir, f"exp_{tag}"),
                                model_dir, LABELS)
+
+
+def audio_files(folder):
+    """The ``.wav`` and ``.flac`` files of ``folder``, sorted.
+
+    Raises
+    ------
+    SystemExit
+        One line naming the folder when it holds none.
+    """
+    if not os.path.isdir(folder):
+        raise SystemExit(f"--clips {folder}: no such folder")
+    files = sorted(
+        os.path.join(folder, name) for name in os.listdir(folder)
+        if name.lower().endswith((".wav", ".flac"))
+    )
+    if not files:
+        raise SystemExit(
+            f"--clips {folder}: no .wav or .flac file in it (give a folder "
+            "of audio clips)"
+        )
+    return files
 
 
 #: Precision name -> load_classifier keyword arguments (onnxruntime rows:
@@ -387,6 +418,10 @@ def measure(args, workdir, modes, precisions):
         )
     build_s = time.perf_counter() - start
     recording, clips = write_recording_and_clips(workdir, args.seconds)
+    source = f"{len(clips)} clips"
+    if args.clips:
+        clips = audio_files(args.clips)
+        source = f"{len(clips)} clips from {os.path.abspath(args.clips)}"
     load0 = os.getloadavg()[0]
 
     rss = {}
@@ -431,7 +466,7 @@ def measure(args, workdir, modes, precisions):
         "threads, "
         f"{os.cpu_count()} cores visible, load average {load0:.1f} -> "
         f"{load1:.1f}; {args.seconds:g} s speech-like recording, "
-        f"{len(clips)} clips; classify_long batch {args.batch_size} "
+        f"{source}; classify_long batch {args.batch_size} "
         f"(model folder ready in {build_s:.0f} s)"
     )
     print()

@@ -339,18 +339,20 @@ class WhisperEncoder(SpeechEncoder):
         mel = torch.div(n_samples, self.hop_length, rounding_mode="floor")
         return torch.div(mel + 1, 2, rounding_mode="floor")
 
-    def log_mel(self, windows):
-        """Whisper's log-mel input of waveform windows, each on its own.
+    def power_spectrum(self, windows):
+        """Whisper's power spectrum of waveform windows: ``|STFT|^2`` with a
+        Hann window, centred frames (reflect padding), the last frame
+        dropped.
 
         Arguments
         ---------
         windows : torch.Tensor
-            ``[n, window]`` waveforms (zero-padded to the window).
+            ``[n, window]`` waveforms.
 
         Returns
         -------
         torch.Tensor
-            ``[n, mel_bins, window / hop]``.
+            ``[n, n_fft / 2 + 1, window / hop]``.
         """
         stft = torch.stft(
             windows,
@@ -359,7 +361,26 @@ class WhisperEncoder(SpeechEncoder):
             window=torch.hann_window(self.n_fft, device=windows.device),
             return_complex=True,
         )
-        power = stft[..., :-1].abs() ** 2
+        return stft[..., :-1].abs() ** 2
+
+    def log_mel(self, windows, power=None):
+        """Whisper's log-mel input of waveform windows, each on its own.
+
+        Arguments
+        ---------
+        windows : torch.Tensor
+            ``[n, window]`` waveforms (zero-padded to the window).
+        power : torch.Tensor, optional
+            Their :meth:`power_spectrum`, computed elsewhere (the ONNX
+            graph's convolution with the Fourier basis).
+
+        Returns
+        -------
+        torch.Tensor
+            ``[n, mel_bins, window / hop]``.
+        """
+        if power is None:
+            power = self.power_spectrum(windows)
         mel = self.lobe._mel_filters.to(power.dtype) @ power
         log_spec = torch.clamp(mel, min=1e-10).log10()
         floor = log_spec.amax(dim=(1, 2), keepdim=True) - 8.0

@@ -384,3 +384,36 @@ def test_readme_example_runs_without_torch(fusion_model, audio, tmp_path):
     onnx_clf = load_onnx_classifier(model_dir)
     expected = classify_file(onnx_clf, audio[1]).label
     assert out.stdout.split()[0] == expected
+
+
+@pytest.mark.parametrize("convolutions", [True, False])
+def test_int8_keeps_convolutions_float_when_asked(tmp_path, convolutions):
+    """``quantize_int8(..., convolutions=False)`` (Whisper's graph form)
+    leaves a large 1-D convolution a float32 ``Conv``; by default it runs
+    as quantised matrix products. Either way the output stays close."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from amser_sb.inference.onnx_int8 import quantize_int8
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(
+        (rng.standard_normal((8, 256, 3)) / 28).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], strides=[2],
+                          pads=[1, 1])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                       [None, 256, None])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [weight],
+    )
+    src, dst = str(tmp_path / "f32.onnx"), str(tmp_path / "int8.onnx")
+    onnx.save(helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 18)]), src)
+    quantize_int8(src, dst, convolutions=convolutions)
+    ops = {node.op_type for node in onnx.load(dst).graph.node}
+    assert ("Conv" in ops) is not convolutions
+    x = rng.standard_normal((2, 256, 40)).astype(np.float32)
+    ref = onnxruntime.InferenceSession(src).run(None, {"x": x})[0]
+    got = onnxruntime.InferenceSession(dst).run(None, {"x": x})[0]
+    assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()

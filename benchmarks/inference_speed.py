@@ -486,7 +486,7 @@ def measure(args, workdir, modes, precisions):
             else (float("nan"), float("nan"))
         )
         dev_s = "-" if dev != dev else f"{dev:.4f}"
-        same_s = "-" if same != same else f"{100 * same:.0f}%"
+        same_s = "-" if same != same else f"{100 * same:.1f}%"
         print(
             f"| {MODES[mode][0]:<11} | {name:<9} | {audio:>7.1f} "
             f"| {secs:>7.2f} | {rtf:>6.3f} | {cpu:>5.1f} "

@@ -90,21 +90,20 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def count_work(model_dir, workdir, clips):
+def count_work(classifier, clips):
     """Operations (FLOP) of classifying ``clips`` whole: total, per
     top-level module, and the audio seconds."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from amser_sb.inference.classify import classify_file, load_classifier
+    from amser_sb.inference.classify import classify_file
 
-    clf = load_classifier(model_dir, savedir=os.path.join(workdir, "sd_roof"))
-    classify_file(clf, clips[0])  # warm-up: lazy loading is not work
+    classify_file(classifier, clips[0])  # warm-up: lazy loading is not work
     audio = 0.0
     counter = FlopCounterMode(display=False, depth=4)
     with counter, torch.no_grad():
         for path in clips:
-            audio += classify_file(clf, path).duration
+            audio += classify_file(classifier, path).duration
     parts = {}
     for name, ops in counter.get_flop_counts().items():
         parts[name] = sum(ops.values())
@@ -126,19 +125,18 @@ def measured_rtf(classifier, clips, rounds):
     return best
 
 
-def measure_runtimes(model_dir, workdir, clips, threads, rounds):
-    """``{row name: (RTF, precision of its floor)}``: PyTorch float32 and
-    the folder's exported onnxruntime graphs."""
+def measure_runtimes(classifier, model_dir, clips, threads, rounds):
+    """``{row name: (RTF, precision of its floor)}``: PyTorch float32
+    (``classifier``, the folder loaded) and the folder's exported
+    onnxruntime graphs."""
     import torch
 
-    from amser_sb.inference.classify import load_classifier
     from amser_sb.inference.onnx_contract import INT8_FILE, ONNX_FILE
     from amser_sb.inference.onnx_runtime import load_onnx_classifier
 
     torch.set_num_threads(threads)
-    rows = {"PyTorch float32": (measured_rtf(load_classifier(
-        model_dir, savedir=os.path.join(workdir, "sd_roof")), clips, rounds),
-        "float32")}
+    rows = {"PyTorch float32": (measured_rtf(classifier, clips, rounds),
+                                "float32")}
     for name, runtime, filename, precision in (
             ("onnxruntime float32", "onnx", ONNX_FILE, "float32"),
             ("onnxruntime int8", "onnx-int8", INT8_FILE, "int8")):
@@ -193,6 +191,8 @@ def onnx_rates(shape, threads, reps, folder):
     from onnx import TensorProto, helper, numpy_helper
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from amser_sb.inference.onnx_compose import quiet_logger
+
     m, k, n = shape
     rng = np.random.default_rng(0)
     weight = numpy_helper.from_array(
@@ -208,13 +208,8 @@ def onnx_rates(shape, threads, reps, folder):
     plain = os.path.join(folder, f"mm_{m}_{k}_{n}.onnx")
     int8 = plain.replace(".onnx", ".int8.onnx")
     onnx.save(model, plain)
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # its advice to pre-process: not ours
-    try:
+    with quiet_logger(logging.getLogger()):  # its advice to pre-process
         quantize_dynamic(plain, int8, weight_type=QuantType.QInt8)
-    finally:
-        root.setLevel(level)
     x = rng.standard_normal((m, k)).astype(np.float32)
     rates = []
     for path in (plain, int8):
@@ -236,7 +231,11 @@ def main(argv=None):
     size = "tiny" if args.quick else "base"
     model_dir = build_model_folder(workdir, size)
     _, clips = write_recording_and_clips(workdir, args.seconds)
-    total, parts, audio = count_work(model_dir, workdir, clips)
+    from amser_sb.inference.classify import load_classifier
+
+    classifier = load_classifier(model_dir,
+                                 savedir=os.path.join(workdir, "sd_roof"))
+    total, parts, audio = count_work(classifier, clips)
     per_second = total / audio / 1e9
 
     rates = []
@@ -249,7 +248,7 @@ def main(argv=None):
     peak_f32 = max(max(r[1], r[2]) for r in rates)
     peak_i8 = max(r[3] for r in rates)
     floors = {"float32": per_second / peak_f32, "int8": per_second / peak_i8}
-    measured = measure_runtimes(model_dir, workdir, clips, args.threads,
+    measured = measure_runtimes(classifier, model_dir, clips, args.threads,
                                 args.rounds)
 
     print(f"# Roofline of CPU inference ({size} backbone, {args.threads} "

@@ -183,10 +183,10 @@ def test_roofline_counts_the_work_of_whole_clips(model_dir, audio, tmp_path):
     spec.loader.exec_module(roof)
     _, clips = audio
     clips = clips[:2]
-    total, parts, seconds = roof.count_work(model_dir, str(tmp_path), clips)
+    clf = load_classifier(model_dir, savedir=str(tmp_path / "sd"))
+    total, parts, seconds = roof.count_work(clf, clips)
     assert seconds == pytest.approx(sum(sf.info(c).duration for c in clips))
-    alone = [roof.count_work(model_dir, str(tmp_path), [c])[0]
-             for c in clips]
+    alone = [roof.count_work(clf, [c])[0] for c in clips]
     assert total == sum(alone) > 0
     rows = roof.parts_table(parts, total)
     names = [name for name, _ in rows]

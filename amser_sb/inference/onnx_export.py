@@ -74,7 +74,7 @@ from amser_sb.inference.onnx_contract import (
     pad_batch,
 )
 from amser_sb.inference.onnx_compose import build_onnx
-from amser_sb.inference.onnx_graph_encoders import graph_encoder
+from amser_sb.inference.onnx_graph_encoders import graph_form
 from amser_sb.inference.onnx_int8 import quantize_int8
 
 logger = logging.getLogger(__name__)
@@ -303,7 +303,7 @@ def export_onnx(model_dir, int8=False, savedir=None, allow_any_yaml=False):
             int8_path = os.path.join(staging, INT8_FILE)
             ssl = clf.mods.embedding_model.encoder.ssl
             quantize_int8(path, int8_path, convolutions=(
-                ssl is None or graph_encoder(ssl).int8_convolutions))
+                ssl is None or graph_form(ssl).int8_convolutions))
         parity = check_parity(clf, path, sample_rate, segment, int8_path)
         if not parity["passed"]:
             raise OnnxExportError(

@@ -309,12 +309,27 @@ def graph_encoder(encoder):
     torch.nn.Module
         Called as ``(wavs, wav_lens) -> (feats, lens)``.
     """
+    return graph_form(encoder)(encoder)
+
+
+def graph_form(encoder):
+    """The class of an encoder branch's graph form (its class attributes,
+    e.g. ``int8_convolutions``, without building it).
+
+    Arguments
+    ---------
+    encoder : amser_sb.lobes.SpeechEncoder
+
+    Returns
+    -------
+    type
+    """
     from amser_sb.lobes import Wav2Vec2Encoder, WhisperEncoder
 
     graph_forms = {Wav2Vec2Encoder: GraphWav2Vec2, WhisperEncoder: GraphWhisper}
     for cls, form in graph_forms.items():
         if isinstance(encoder, cls):
-            return form(encoder)
+            return form
     raise OnnxExportError(
         f"no ONNX graph form for the encoder class {type(encoder).__name__}: "
         "add one to amser_sb.inference.onnx_export.graph_encoder"
